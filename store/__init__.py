@@ -1,0 +1,47 @@
+"""Local storage engines: namespace logs applied to key-value state, with TTL, history and watch."""
+
+from ._backend import Backend, LoadedState, MemoryBackend, Prune
+from ._errors import (
+    ClientError,
+    Compacted,
+    InvalidArgument,
+    KeyExists,
+    NotFound,
+    PeersyncError,
+    ServerError,
+    Unavailable,
+    ValueTooLarge,
+    VersionMismatch,
+)
+from ._model import Alias, Entry, Event, EventType, Mode, NamespaceInfo, Page, Snapshot
+
+from ._store import Store, StoreOptions
+from ._watch import Watch
+
+__all__ = [
+    "Alias",
+    "Backend",
+    "ClientError",
+    "Compacted",
+    "Entry",
+    "Event",
+    "EventType",
+    "InvalidArgument",
+    "KeyExists",
+    "LoadedState",
+    "MemoryBackend",
+    "Mode",
+    "NamespaceInfo",
+    "NotFound",
+    "Page",
+    "PeersyncError",
+    "Prune",
+    "ServerError",
+    "Snapshot",
+    "Store",
+    "StoreOptions",
+    "Unavailable",
+    "ValueTooLarge",
+    "VersionMismatch",
+    "Watch",
+]

@@ -1,0 +1,87 @@
+"""The errors every layer of peersync raises.
+
+The tree lives in the lowest layer so that the store, the service layer and both APIs speak one
+vocabulary; the cluster layer adds its own subclasses. Each error names whose fault it is and
+whether retrying the same request may succeed; callers read ``retriable`` instead of listing types.
+``reason`` is the stable, machine-readable code that REST problem details and gRPC messages carry.
+
+    PeersyncError
+    ├── ClientError                 the request is wrong; retrying it unchanged fails again
+    │   ├── InvalidArgument         INVALID_ARGUMENT
+    │   │   └── ValueTooLarge       VALUE_TOO_LARGE
+    │   ├── NotFound                NOT_FOUND
+    │   ├── KeyExists               KEY_EXISTS
+    │   ├── VersionMismatch         VERSION_MISMATCH
+    │   └── Compacted               COMPACTED (a watch asked for history no longer retained)
+    └── ServerError                 peersync could not serve a valid request
+        └── Unavailable             UNAVAILABLE (retriable)
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+Fault = Literal["client", "server"]
+
+
+class PeersyncError(Exception):
+    """Base of every error peersync raises on purpose."""
+
+    reason: ClassVar[str] = "INTERNAL"
+    fault: ClassVar[Fault] = "server"
+    retriable: ClassVar[bool] = False
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+class ClientError(PeersyncError):
+    fault: ClassVar[Fault] = "client"
+
+
+class InvalidArgument(ClientError):
+    reason = "INVALID_ARGUMENT"
+
+
+class ValueTooLarge(InvalidArgument):
+    reason = "VALUE_TOO_LARGE"
+
+
+class NotFound(ClientError):
+    reason = "NOT_FOUND"
+
+
+class KeyExists(ClientError):
+    reason = "KEY_EXISTS"
+
+
+class VersionMismatch(ClientError):
+    """A compare-and-set found another version; ``current`` is 0 when the key does not exist."""
+
+    reason = "VERSION_MISMATCH"
+
+    def __init__(self, detail: str, *, current: int) -> None:
+        super().__init__(detail)
+        self.current = current
+
+
+class Compacted(ClientError):
+    """A watch asked to start at a revision older than the retained log; re-read a snapshot."""
+
+    reason = "COMPACTED"
+
+    def __init__(self, detail: str, *, namespace: str, floor: int) -> None:
+        super().__init__(detail)
+        self.namespace = namespace
+        self.floor = floor
+
+
+class ServerError(PeersyncError):
+    fault: ClassVar[Fault] = "server"
+
+
+class Unavailable(ServerError):
+    reason = "UNAVAILABLE"
+    retriable = True
