@@ -1,0 +1,24 @@
+"""The peersync node: configuration, the service layer every API calls, and the CLI."""
+
+from ._codecs import Codec, codec_for
+from ._config import Address, NodeConfig
+from ._cursors import decode_positions, encode_positions
+from ._diff import Diff
+from ._limits import Limits
+from ._node import Node
+from ._service import EntryPage, NamespacePage, Service
+
+__all__ = [
+    "Address",
+    "Codec",
+    "codec_for",
+    "Diff",
+    "EntryPage",
+    "Limits",
+    "NamespacePage",
+    "Node",
+    "NodeConfig",
+    "Service",
+    "decode_positions",
+    "encode_positions",
+]
