@@ -1,0 +1,142 @@
+"""Helpers shared by the test suites: polling instead of sleeping, an SSE reader, node processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+_LISTENING = re.compile(r"peersync listening: http=(\S+) grpc=(\S+)")
+
+
+async def eventually(
+    predicate: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float, interval: float = 0.02
+) -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds (derive it from the config)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class SseMessage:
+    event: str | None = None
+    id: str | None = None
+    data: str = ""
+    retry: int | None = None
+    comments: list[str] = field(default_factory=list)
+
+
+async def sse_messages(response: httpx.Response) -> AsyncIterator[SseMessage]:
+    """Parse a text/event-stream body into messages, one per blank-line-terminated block."""
+    current = SseMessage()
+    data_lines: list[str] = []
+    touched = False
+    async for line in response.aiter_lines():
+        if line == "":
+            if touched:
+                current.data = "\n".join(data_lines)
+                yield current
+            current, data_lines, touched = SseMessage(), [], False
+            continue
+        touched = True
+        if line.startswith(":"):
+            current.comments.append(line[1:].strip())
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            data_lines.append(value)
+        elif name == "event":
+            current.event = value
+        elif name == "id":
+            current.id = value
+        elif name == "retry":
+            current.retry = int(value)
+
+
+class NodeProcess:
+    """A real ``peersync serve`` process. Its output is collected; ``log_tail`` shows the end."""
+
+    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.args = [
+            "--http-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(data_dir),
+            *args,
+        ]
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc: subprocess.Popen[str] | None = None
+        self.lines: list[str] = []
+        self.http_url = ""
+        self.grpc_addr = ""
+        self._listening = threading.Event()
+
+    def start(self, timeout: float = 20.0) -> NodeProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "peersync", "serve", *self.args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env,
+        )
+        self._listening.clear()
+        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        if not self._listening.wait(timeout):
+            self.kill()
+            raise AssertionError(f"node did not start within {timeout}s:\n{self.log_tail()}")
+        return self
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            match = _LISTENING.search(line)
+            if match:
+                self.http_url = f"http://{match.group(1)}"
+                self.grpc_addr = match.group(2)
+                self._listening.set()
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.lines[-lines:])
+
+
+def node_env() -> dict[str, Any]:
+    """Environment for node processes: the source tree first, so a test runs the code under test."""
+    root = str(Path(__file__).resolve().parent.parent)
+    return {"PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
