@@ -13,7 +13,7 @@ from typing import Any, Literal
 from urllib.parse import unquote
 
 import msgspec
-from litestar import Litestar, Request, Response, delete, get, post, put, route
+from litestar import Litestar, Request, Response, delete, get, put, route
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery
@@ -350,7 +350,7 @@ async def list_keys(
     limit: FromQuery[int | None] = None,
     cursor: FromQuery[str | None] = None,
 ) -> Response[bytes]:
-    page = await _node(request).service.list(ns, prefix, limit=limit, cursor=cursor)
+    page = await _node(request).service.list_keys(ns, prefix, limit=limit, cursor=cursor)
     now = _now_ms(request)
     return _json({"entries": [entry_json(e, now) for e in page.entries], "next_cursor": page.next_cursor})
 
@@ -464,7 +464,7 @@ async def list_codecs(request: Request[Any, Any, Any]) -> Response[bytes]:
 async def health(request: Request[Any, Any, Any]) -> Response[bytes]:
     node = _node(request)
     try:
-        node.service  # noqa: B018 - raises Unavailable when the node is not running
+        _ = node.service  # raises Unavailable when the node is not running
     except Unavailable as exc:
         return _json({"status": "unavailable", "detail": exc.detail}, 503)
     return _json({"status": "ok", "store": node.config.store})
@@ -481,10 +481,10 @@ def _split(values: list[str] | None) -> list[str]:
     "/v1/watch",
     summary="Watch namespaces as Server-Sent Events",
     description=(
-        "?namespaces=a,b (required) &prefixes=x/,y/ &after=REVISION (replay every named namespace after it). "
-        "Each event's id is a position; reconnect with Last-Event-ID (or ?cursor=) to resume exactly after it. "
-        "Idle streams carry comment heartbeats. An `compacted` event ends the stream when the asked history "
-        "is no longer retained: re-read a snapshot and watch from its revision."
+        "?namespaces=a,b (required) &prefixes=x/,y/ &after=REVISION (replay every named namespace "
+        "after it). Each event's id is a position; reconnect with Last-Event-ID (or ?cursor=) to resume "
+        "exactly after it. Idle streams carry comment heartbeats. A `compacted` event ends the stream "
+        "when the asked history is no longer retained: re-read a snapshot and watch from its revision."
     ),
 )
 async def watch(

@@ -20,7 +20,7 @@ from ._http import create_app
 log = logging.getLogger("peersync")
 
 # Seconds in-flight HTTP requests get to finish on shutdown before their connections are closed.
-_GRACEFUL_TIMEOUT = 5.0
+_GRACEFUL_TIMEOUT = 5
 
 
 class _Uvicorn(uvicorn.Server):
@@ -63,7 +63,8 @@ class NodeServer:
             )
         )
         self._http_task = asyncio.create_task(self._http.serve(sockets=[self._http_sock]), name="http")
-        while not self._http.started and not self._http_task.done():
+        # uvicorn exposes readiness only as a flag.
+        while not self._http.started and not self._http_task.done():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         if self._http_task.done():
             await self._http_task  # re-raises the start-up failure

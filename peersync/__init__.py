@@ -11,7 +11,6 @@ from ._service import EntryPage, NamespacePage, Service
 __all__ = [
     "Address",
     "Codec",
-    "codec_for",
     "Diff",
     "EntryPage",
     "Limits",
@@ -19,6 +18,7 @@ __all__ = [
     "Node",
     "NodeConfig",
     "Service",
+    "codec_for",
     "decode_positions",
     "encode_positions",
 ]

@@ -83,7 +83,8 @@ def codec_for(name: str) -> Codec:
     if name.startswith(CLIENT_PREFIX) and 0 < len(name) - len(CLIENT_PREFIX) <= 64 and name.isprintable():
         return _CLIENT
     raise InvalidArgument(
-        f"unknown codec {name[:80]!r}: use one of {', '.join(CODECS)} or a name starting with {CLIENT_PREFIX!r}",
+        f"unknown codec {name[:80]!r}: use one of {', '.join(CODECS)} "
+        f"or a name starting with {CLIENT_PREFIX!r}",
         field="codec",
     )
 

@@ -71,7 +71,7 @@ class Node:
         """Refuse to share a data directory with another running node: two writers would
         interleave revisions in one log."""
         path = self.config.data_dir / "LOCK"
-        handle = open(path, "a+")  # noqa: SIM115 - held open for the node's lifetime
+        handle = open(path, "a+")  # noqa: SIM115 - held open, and locked, for the node's lifetime
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:

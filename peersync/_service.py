@@ -67,7 +67,7 @@ class Service:
         lim.version(if_version, "if_version")
         return await self.store.delete(lim.namespace(namespace), lim.key(key), expected_version=if_version)
 
-    async def list(
+    async def list_keys(
         self, namespace: str, prefix: str = "", *, limit: int | None = None, cursor: str | None = None
     ) -> EntryPage:
         lim = self.limits

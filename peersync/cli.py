@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,34 +41,101 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--http-addr", default=str(_defaults.http_addr), help="HTTP listen address HOST:PORT.", **_env("HTTP_ADDR"))
-@click.option("--grpc-addr", default=str(_defaults.grpc_addr), help="gRPC listen address HOST:PORT.", **_env("GRPC_ADDR"))
-@click.option("--data-dir", default=str(_defaults.data_dir), type=click.Path(file_okay=False, path_type=Path),
-              help="Directory of the SQLite store.", **_env("DATA_DIR"))
-@click.option("--store", "store_kind", default=_defaults.store,
-              help="memory, sqlite, or a postgresql:// URL.", **_env("STORE"))
-@click.option("--sqlite-sync", type=click.Choice(["full", "normal"]), default=_defaults.sqlite_sync,
-              help="full survives power loss; normal only a process crash.", **_env("SQLITE_SYNC"))
-@click.option("--max-key-bytes", type=click.IntRange(1), default=_limit_defaults.max_key_bytes, **_env("MAX_KEY_BYTES"))
-@click.option("--max-value-bytes", type=click.IntRange(1), default=_limit_defaults.max_value_bytes,
-              **_env("MAX_VALUE_BYTES"))
-@click.option("--max-ttl", type=click.FloatRange(min=0, min_open=True), default=_limit_defaults.max_ttl,
-              help="Longest TTL in seconds.", **_env("MAX_TTL"))
-@click.option("--max-list-limit", type=click.IntRange(1), default=_limit_defaults.max_list_limit,
-              **_env("MAX_LIST_LIMIT"))
-@click.option("--max-watch-filters", type=click.IntRange(1), default=_limit_defaults.max_watch_filters,
-              **_env("MAX_WATCH_FILTERS"))
-@click.option("--history-limit", type=click.IntRange(1), default=_store_defaults.history_limit,
-              help="Versions kept per key.", **_env("HISTORY_LIMIT"))
-@click.option("--log-retention", type=click.IntRange(1), default=_store_defaults.log_retention,
-              help="Log records kept per namespace for watch resume.", **_env("LOG_RETENTION"))
-@click.option("--watch-heartbeat-interval", type=click.FloatRange(min=0, min_open=True),
-              default=_defaults.watch_heartbeat_interval, help="Seconds between heartbeats on idle watches.",
-              **_env("WATCH_HEARTBEAT_INTERVAL"))
-@click.option("--allow-insecure-bind", is_flag=True, default=False,
-              help="Allow non-loopback addresses without authentication.", **_env("ALLOW_INSECURE_BIND"))
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
-              **_env("LOG_LEVEL"))
+@click.option(
+    "--http-addr",
+    default=str(_defaults.http_addr),
+    help="HTTP listen address HOST:PORT.",
+    **_env("HTTP_ADDR"),
+)
+@click.option(
+    "--grpc-addr",
+    default=str(_defaults.grpc_addr),
+    help="gRPC listen address HOST:PORT.",
+    **_env("GRPC_ADDR"),
+)
+@click.option(
+    "--data-dir",
+    default=str(_defaults.data_dir),
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory of the SQLite store.",
+    **_env("DATA_DIR"),
+)
+@click.option(
+    "--store",
+    "store_kind",
+    default=_defaults.store,
+    help="memory, sqlite, or a postgresql:// URL.",
+    **_env("STORE"),
+)
+@click.option(
+    "--sqlite-sync",
+    type=click.Choice(["full", "normal"]),
+    default=_defaults.sqlite_sync,
+    help="full survives power loss; normal only a process crash.",
+    **_env("SQLITE_SYNC"),
+)
+@click.option(
+    "--max-key-bytes", type=click.IntRange(1), default=_limit_defaults.max_key_bytes, **_env("MAX_KEY_BYTES")
+)
+@click.option(
+    "--max-value-bytes",
+    type=click.IntRange(1),
+    default=_limit_defaults.max_value_bytes,
+    **_env("MAX_VALUE_BYTES"),
+)
+@click.option(
+    "--max-ttl",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_limit_defaults.max_ttl,
+    help="Longest TTL in seconds.",
+    **_env("MAX_TTL"),
+)
+@click.option(
+    "--max-list-limit",
+    type=click.IntRange(1),
+    default=_limit_defaults.max_list_limit,
+    **_env("MAX_LIST_LIMIT"),
+)
+@click.option(
+    "--max-watch-filters",
+    type=click.IntRange(1),
+    default=_limit_defaults.max_watch_filters,
+    **_env("MAX_WATCH_FILTERS"),
+)
+@click.option(
+    "--history-limit",
+    type=click.IntRange(1),
+    default=_store_defaults.history_limit,
+    help="Versions kept per key.",
+    **_env("HISTORY_LIMIT"),
+)
+@click.option(
+    "--log-retention",
+    type=click.IntRange(1),
+    default=_store_defaults.log_retention,
+    help="Log records kept per namespace for watch resume.",
+    **_env("LOG_RETENTION"),
+)
+@click.option(
+    "--watch-heartbeat-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_defaults.watch_heartbeat_interval,
+    help="Seconds between heartbeats on idle watches.",
+    **_env("WATCH_HEARTBEAT_INTERVAL"),
+)
+@click.option(
+    "--allow-insecure-bind",
+    is_flag=True,
+    default=False,
+    help="Allow non-loopback addresses without authentication.",
+    **_env("ALLOW_INSECURE_BIND"),
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    **_env("LOG_LEVEL"),
+)
 def serve(
     http_addr: str,
     grpc_addr: str,
@@ -85,7 +153,10 @@ def serve(
     allow_insecure_bind: bool,
     log_level: str,
 ) -> None:
-    """Run a node. With no options: SQLite under ./peersync-data, HTTP on 127.0.0.1:8080, gRPC on 127.0.0.1:9090."""
+    """Run a node.
+
+    With no options: SQLite under ./peersync-data, HTTP on 127.0.0.1:8080, gRPC on 127.0.0.1:9090.
+    """
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = NodeConfig(
@@ -117,11 +188,11 @@ def serve(
         sys.exit(1)
 
 
-def _run(coro: Awaitable[T]) -> T:
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency through uvicorn[standard]
-        return asyncio.run(coro)  # type: ignore[arg-type]
+        return asyncio.run(coro)
     result: T = uvloop.run(coro)
     return result
 
@@ -199,12 +270,26 @@ def kv_get(namespace: str, key: str, as_json: bool, server: str) -> None:
 @click.argument("key")
 @click.argument("value")
 @click.option("--codec", default="raw", show_default=True, help="json, yaml, text, raw or client:NAME.")
-@click.option("--ttl", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds until it expires.")
-@click.option("--mode", type=click.Choice(["upsert", "create", "update"]), default="upsert", show_default=True)
-@click.option("--if-version", type=click.IntRange(0), default=None, help="Compare-and-set: 0 = must not exist.")
+@click.option(
+    "--ttl", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds until it expires."
+)
+@click.option(
+    "--mode", type=click.Choice(["upsert", "create", "update"]), default="upsert", show_default=True
+)
+@click.option(
+    "--if-version", type=click.IntRange(0), default=None, help="Compare-and-set: 0 = must not exist."
+)
 @_server_option
-def kv_set(namespace: str, key: str, value: str, codec: str, ttl: float | None, mode: str,
-           if_version: int | None, server: str) -> None:
+def kv_set(
+    namespace: str,
+    key: str,
+    value: str,
+    codec: str,
+    ttl: float | None,
+    mode: str,
+    if_version: int | None,
+    server: str,
+) -> None:
     """Write VALUE to a key; VALUE '-' reads the bytes from standard input."""
     from . import v1
 
@@ -219,8 +304,10 @@ def kv_set(namespace: str, key: str, value: str, codec: str, ttl: float | None, 
         if_version=if_version,
     )
     reply = _call(server, lambda stub: stub.set(request))
-    click.echo(f"{'created' if reply.created else 'updated'} {namespace}/{key} version={reply.entry.version} "
-               f"revision={reply.entry.revision}")
+    click.echo(
+        f"{'created' if reply.created else 'updated'} {namespace}/{key} version={reply.entry.version} "
+        f"revision={reply.entry.revision}"
+    )
 
 
 @kv.command("rm")
@@ -232,15 +319,19 @@ def kv_rm(namespace: str, key: str, if_version: int | None, server: str) -> None
     """Delete a key."""
     from . import v1
 
-    reply = _call(server, lambda stub: stub.delete(v1.DeleteRequest(namespace=namespace, key=key,
-                                                                    if_version=if_version)))
+    reply = _call(
+        server,
+        lambda stub: stub.delete(v1.DeleteRequest(namespace=namespace, key=key, if_version=if_version)),
+    )
     click.echo(f"deleted {namespace}/{key} (was version {reply.entry.version})")
 
 
 @kv.command("ls")
 @click.argument("namespace")
 @click.option("--prefix", default="", help="Only keys starting with this.")
-@click.option("--limit", type=click.IntRange(1), default=None, help="At most this many keys (all by default).")
+@click.option(
+    "--limit", type=click.IntRange(1), default=None, help="At most this many keys (all by default)."
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON entry per line.")
 @_server_option
 def kv_ls(namespace: str, prefix: str, limit: int | None, as_json: bool, server: str) -> None:
@@ -251,8 +342,11 @@ def kv_ls(namespace: str, prefix: str, limit: int | None, as_json: bool, server:
         found: list[Any] = []
         cursor = ""
         while limit is None or len(found) < limit:
-            page = await stub.list(v1.ListRequest(namespace=namespace, prefix=prefix, limit=min(limit or 1000, 1000),
-                                                  cursor=cursor))
+            page = await stub.list(
+                v1.ListRequest(
+                    namespace=namespace, prefix=prefix, limit=min(limit or 1000, 1000), cursor=cursor
+                )
+            )
             found.extend(page.entries)
             cursor = page.next_cursor
             if not cursor:
@@ -273,7 +367,9 @@ def kv_ls(namespace: str, prefix: str, limit: int | None, as_json: bool, server:
 @kv.command("watch")
 @click.argument("namespaces", nargs=-1, required=True)
 @click.option("--prefix", "prefixes", multiple=True, help="Only keys starting with this (repeatable).")
-@click.option("--after", type=click.IntRange(0), default=None, help="Replay events after this revision first.")
+@click.option(
+    "--after", type=click.IntRange(0), default=None, help="Replay events after this revision first."
+)
 @_server_option
 def kv_watch(namespaces: tuple[str, ...], prefixes: tuple[str, ...], after: int | None, server: str) -> None:
     """Print events of NAMESPACES as JSON lines until interrupted."""
@@ -296,11 +392,12 @@ def kv_watch(namespaces: tuple[str, ...], prefixes: tuple[str, ...], after: int 
                     out["entry"] = _entry_dict(event.entry)
                 click.echo(json.dumps(out), nl=True)
             elif reply.compacted is not None:
-                click.echo(f"error: COMPACTED: history of {reply.compacted.namespace} before "
-                           f"{reply.compacted.floor} is gone; re-read and watch again", err=True)
+                click.echo(
+                    f"error: COMPACTED: history of {reply.compacted.namespace} before "
+                    f"{reply.compacted.floor} is gone; re-read and watch again",
+                    err=True,
+                )
                 sys.exit(1)
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         _call(server, follow)
-    except KeyboardInterrupt:
-        pass

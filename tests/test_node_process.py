@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import NodeProcess, node_env, sse_messages
+from tests.support import NodeProcess, eventually, node_env, sse_messages
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,9 @@ def nodes(request: pytest.FixtureRequest) -> Iterator[list[NodeProcess]]:
         node.kill()
 
 
-def start(nodes: list[NodeProcess], data_dir: Path, *args: str, env: dict[str, str] | None = None) -> NodeProcess:
+def start(
+    nodes: list[NodeProcess], data_dir: Path, *args: str, env: dict[str, str] | None = None
+) -> NodeProcess:
     node = NodeProcess(data_dir, *args, env={**node_env(), **(env or {})})
     nodes.append(node)
     return node.start()
@@ -63,8 +65,7 @@ async def test_acknowledged_writes_survive_kill_9(nodes: list[NodeProcess], tmp_
 
     async with httpx.AsyncClient(base_url=node.http_url, timeout=5) as http:
         tasks = [asyncio.create_task(writer(http, w)) for w in range(8)]
-        while len(acknowledged) < 300:
-            await asyncio.sleep(0.02)
+        await eventually(lambda: len(acknowledged) >= 300, timeout=30)
         node.signal(signal.SIGKILL)
         await asyncio.gather(*tasks)
     node.wait(10)
@@ -104,7 +105,9 @@ async def test_sse_resumes_after_restart(nodes: list[NodeProcess], tmp_path: Pat
         await http.put("/v1/namespaces/feed/keys/k3", json={"value": 3})
         revisions = []
         headers = {"last-event-id": last_id}
-        async with http.stream("GET", "/v1/watch", params={"namespaces": "feed"}, headers=headers) as response:
+        async with http.stream(
+            "GET", "/v1/watch", params={"namespaces": "feed"}, headers=headers
+        ) as response:
             async for message in sse_messages(response):
                 if message.event == "set":
                     revisions.append(json.loads(message.data)["revision"])
@@ -130,8 +133,18 @@ def test_refuses_non_loopback_without_auth(tmp_path: Path) -> None:
 def test_second_node_on_same_data_dir_is_refused(nodes: list[NodeProcess], tmp_path: Path) -> None:
     start(nodes, tmp_path / "data")
     result = subprocess.run(
-        [sys.executable, "-m", "peersync", "serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0",
-         "--data-dir", str(tmp_path / "data")],
+        [
+            sys.executable,
+            "-m",
+            "peersync",
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
         capture_output=True,
         text=True,
         timeout=30,
@@ -148,7 +161,8 @@ async def test_environment_variables_configure_serve(nodes: list[NodeProcess], t
     async with httpx.AsyncClient(base_url=node.http_url) as http:
         assert (await http.put("/v1/namespaces/e/keys/k", content=b"x" * 10)).status_code == 201
         too_big = await http.put("/v1/namespaces/e/keys/k", content=b"x" * 11)
-        assert too_big.status_code == 413 and too_big.json()["reason"] == "VALUE_TOO_LARGE"
+        assert too_big.status_code == 413
+        assert too_big.json()["reason"] == "VALUE_TOO_LARGE"
 
 
 def _cli(node: NodeProcess, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -174,14 +188,18 @@ def test_kv_commands(nodes: list[NodeProcess], tmp_path: Path) -> None:
     entry = json.loads(_cli(node, "get", "cli", "conf/a", "--json").stdout)
     assert (entry["key"], entry["version"], entry["codec"]) == ("conf/a", 1, "json")
     listing = _cli(node, "ls", "cli", "--prefix", "conf/").stdout.decode()
-    assert "conf/a" in listing and "conf/bin" in listing
+    assert "conf/a" in listing
+    assert "conf/bin" in listing
     mismatch = _cli(node, "set", "cli", "conf/a", "2", "--if-version", "5")
-    assert mismatch.returncode == 1 and b"VERSION_MISMATCH" in mismatch.stderr
+    assert mismatch.returncode == 1
+    assert b"VERSION_MISMATCH" in mismatch.stderr
     bad_json = _cli(node, "set", "cli", "conf/j", "{nope", "--codec", "json")
-    assert bad_json.returncode == 1 and b"INVALID_ARGUMENT" in bad_json.stderr
+    assert bad_json.returncode == 1
+    assert b"INVALID_ARGUMENT" in bad_json.stderr
     assert _cli(node, "rm", "cli", "conf/a").returncode == 0
     missing = _cli(node, "get", "cli", "conf/a")
-    assert missing.returncode == 1 and b"NOT_FOUND" in missing.stderr
+    assert missing.returncode == 1
+    assert b"NOT_FOUND" in missing.stderr
     watch = subprocess.Popen(
         [sys.executable, "-m", "peersync", "kv", "watch", "cli", "--after", "0"],
         stdout=subprocess.PIPE,

@@ -14,7 +14,9 @@ from tests.support import eventually
 KEYS = "/v1/namespaces/app/keys"
 
 
-def assert_problem(response: httpx.Response, status: int, reason: str, field: str | None = None) -> dict[str, Any]:
+def assert_problem(
+    response: httpx.Response, status: int, reason: str, field: str | None = None
+) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     body: dict[str, Any] = response.json()
@@ -36,7 +38,8 @@ async def test_put_json_then_get(client: httpx.AsyncClient) -> None:
     assert body["value"] == {"host": "db", "port": 5432}
     assert body["codec"] == "json"
     assert (body["namespace"], body["key"], body["version"], body["revision"]) == ("app", "config/db", 1, 1)
-    assert body["created_at"].endswith("Z") and body["updated_at"].endswith("Z")
+    assert body["created_at"].endswith("Z")
+    assert body["updated_at"].endswith("Z")
     assert "expire_at" not in body
     updated = await client.post(f"{KEYS}/config/db", json={"value": [1, 2]})
     assert updated.status_code == 200
@@ -46,7 +49,9 @@ async def test_put_json_then_get(client: httpx.AsyncClient) -> None:
 
 async def test_raw_body_round_trips_every_byte(client: httpx.AsyncClient) -> None:
     payload = bytes(range(256)) * 4 + b"\xff\xfe\x00"
-    put = await client.put(f"{KEYS}/blob", content=payload, headers={"content-type": "application/octet-stream"})
+    put = await client.put(
+        f"{KEYS}/blob", content=payload, headers={"content-type": "application/octet-stream"}
+    )
     assert put.status_code == 201
     body = (await client.get(f"{KEYS}/blob")).json()
     assert body["codec"] == "raw"
@@ -57,7 +62,9 @@ async def test_raw_body_round_trips_every_byte(client: httpx.AsyncClient) -> Non
 
 
 async def test_value_b64_text_and_client_codecs(client: httpx.AsyncClient) -> None:
-    await client.put(f"{KEYS}/b64", json={"value_b64": base64.b64encode(b"\x00\x01").decode(), "codec": "client:proto"})
+    await client.put(
+        f"{KEYS}/b64", json={"value_b64": base64.b64encode(b"\x00\x01").decode(), "codec": "client:proto"}
+    )
     got = (await client.get(f"{KEYS}/b64")).json()
     assert (got["codec"], base64.b64decode(got["value_b64"])) == ("client:proto", b"\x00\x01")
     await client.put(f"{KEYS}/motd", json={"value": "héllo\nworld", "codec": "text"})
@@ -69,21 +76,30 @@ async def test_value_b64_text_and_client_codecs(client: httpx.AsyncClient) -> No
 
 
 async def test_compare_and_set_with_headers_and_modes(client: httpx.AsyncClient) -> None:
-    assert (await client.put(f"{KEYS}/c", json={"value": 1}, headers={"if-none-match": "*"})).status_code == 201
-    assert_problem(await client.put(f"{KEYS}/c", json={"value": 2}, headers={"if-none-match": "*"}), 409, "KEY_EXISTS")
-    mismatch = assert_problem(await client.put(f"{KEYS}/c", json={"value": 2}, headers={"if-match": '"7"'}), 412,
-                              "VERSION_MISMATCH")
+    assert (
+        await client.put(f"{KEYS}/c", json={"value": 1}, headers={"if-none-match": "*"})
+    ).status_code == 201
+    assert_problem(
+        await client.put(f"{KEYS}/c", json={"value": 2}, headers={"if-none-match": "*"}), 409, "KEY_EXISTS"
+    )
+    mismatch = assert_problem(
+        await client.put(f"{KEYS}/c", json={"value": 2}, headers={"if-match": '"7"'}), 412, "VERSION_MISMATCH"
+    )
     assert mismatch["current_version"] == 1
     ok = await client.put(f"{KEYS}/c", json={"value": 2}, headers={"if-match": '"1"'})
-    assert ok.status_code == 200 and ok.json()["version"] == 2
+    assert ok.status_code == 200
+    assert ok.json()["version"] == 2
     assert (await client.put(f"{KEYS}/c", json={"value": 3, "if_version": 2})).status_code == 200
     assert_problem(await client.put(f"{KEYS}/new", json={"value": 1, "mode": "update"}), 404, "NOT_FOUND")
     assert_problem(await client.put(f"{KEYS}/c", json={"value": 1, "mode": "create"}), 409, "KEY_EXISTS")
-    assert_problem(await client.put(f"{KEYS}/n2", json={"value": 1, "if_version": 3}), 412, "VERSION_MISMATCH")
+    assert_problem(
+        await client.put(f"{KEYS}/n2", json={"value": 1, "if_version": 3}), 412, "VERSION_MISMATCH"
+    )
     assert (await client.put(f"{KEYS}/n2", json={"value": 1, "if_version": 0})).status_code == 201
     assert_problem(await client.delete(f"{KEYS}/c", headers={"if-match": '"1"'}), 412, "VERSION_MISMATCH")
     deleted = await client.delete(f"{KEYS}/c", headers={"if-match": '"3"'})
-    assert deleted.status_code == 200 and deleted.json()["deleted"]["value"] == 3
+    assert deleted.status_code == 200
+    assert deleted.json()["deleted"]["value"] == 3
     assert_problem(await client.get(f"{KEYS}/c"), 404, "NOT_FOUND")
     assert_problem(await client.delete(f"{KEYS}/c"), 404, "NOT_FOUND")
 
@@ -91,7 +107,8 @@ async def test_compare_and_set_with_headers_and_modes(client: httpx.AsyncClient)
 async def test_ttl_hides_key_at_expiry(client: httpx.AsyncClient) -> None:
     put = await client.put(f"{KEYS}/session", json={"value": "s", "codec": "text", "ttl": 0.3})
     body = put.json()
-    assert "expire_at" in body and 0 < body["ttl"] <= 0.3
+    assert "expire_at" in body
+    assert 0 < body["ttl"] <= 0.3
 
     async def gone() -> bool:
         return (await client.get(f"{KEYS}/session")).status_code == 404
@@ -129,7 +146,9 @@ async def test_versions_and_diff(client: httpx.AsyncClient) -> None:
     versions = (await client.get(f"{KEYS}/cfg/versions")).json()
     assert [v["version"] for v in versions["versions"]] == [3, 2, 1]
     first = (await client.get(f"{KEYS}/cfg/versions", params={"limit": 2})).json()
-    second = (await client.get(f"{KEYS}/cfg/versions", params={"limit": 2, "cursor": first["next_cursor"]})).json()
+    second = (
+        await client.get(f"{KEYS}/cfg/versions", params={"limit": 2, "cursor": first["next_cursor"]})
+    ).json()
     assert [v["version"] for v in first["versions"] + second["versions"]] == [3, 2, 1]
     assert second["next_cursor"] is None
     one = await client.get(f"{KEYS}/cfg/versions", params={"version": 1})
@@ -143,11 +162,13 @@ async def test_versions_and_diff(client: httpx.AsyncClient) -> None:
         {"op": "add", "path": "/new", "value": "x"},
     ]
     to_current = (await client.get(f"{KEYS}/cfg/diff", params={"v1": 3})).json()
-    assert to_current["equal"] is True and to_current["patch"] == []
+    assert to_current["equal"] is True
+    assert to_current["patch"] == []
     await client.put(f"{KEYS}/notes", json={"value": "a\nb\n", "codec": "text"})
     await client.put(f"{KEYS}/notes", json={"value": "a\nc\n", "codec": "text"})
     unified = (await client.get(f"{KEYS}/notes/diff", params={"v1": 1})).json()["unified"]
-    assert "-b\n" in unified and "+c\n" in unified
+    assert "-b\n" in unified
+    assert "+c\n" in unified
     assert_problem(await client.get(f"{KEYS}/cfg/versions", params={"version": 9}), 404, "NOT_FOUND")
     assert_problem(await client.get(f"{KEYS}/cfg/diff"), 400, "INVALID_ARGUMENT", "v1")
 
@@ -157,7 +178,9 @@ async def test_snapshot_etag_and_304(client: httpx.AsyncClient) -> None:
     snap = await client.get("/v1/namespaces/app/snapshot")
     etag = snap.headers["etag"]
     assert [e["key"] for e in snap.json()["entries"]] == ["a"]
-    assert (await client.get("/v1/namespaces/app/snapshot", headers={"if-none-match": etag})).status_code == 304
+    assert (
+        await client.get("/v1/namespaces/app/snapshot", headers={"if-none-match": etag})
+    ).status_code == 304
     await client.delete(f"{KEYS}/a")
     await client.put(f"{KEYS}/a", json={"value": 1})
     again = await client.get("/v1/namespaces/app/snapshot", headers={"if-none-match": etag})
@@ -169,12 +192,21 @@ async def test_snapshot_etag_and_304(client: httpx.AsyncClient) -> None:
 async def test_aliases(client: httpx.AsyncClient) -> None:
     await client.put(f"{KEYS}/releases/v2", json={"value": {"build": 2}})
     put = await client.put("/v1/namespaces/app/aliases/releases/current", json={"target": "releases/v2"})
-    assert put.status_code == 200 and put.json()["target"] == "releases/v2"
+    assert put.status_code == 200
+    assert put.json()["target"] == "releases/v2"
     assert (await client.get(f"{KEYS}/releases/current")).json()["value"] == {"build": 2}
-    assert (await client.get("/v1/namespaces/app/aliases/releases/current")).json()["alias"] == "releases/current"
-    assert_problem(await client.put("/v1/namespaces/app/aliases/other", json={"target": "releases/current"}), 400,
-                   "INVALID_ARGUMENT", "target")
-    assert_problem(await client.put("/v1/namespaces/app/aliases/releases/v2", json={"target": "x"}), 409, "KEY_EXISTS")
+    assert (await client.get("/v1/namespaces/app/aliases/releases/current")).json()[
+        "alias"
+    ] == "releases/current"
+    assert_problem(
+        await client.put("/v1/namespaces/app/aliases/other", json={"target": "releases/current"}),
+        400,
+        "INVALID_ARGUMENT",
+        "target",
+    )
+    assert_problem(
+        await client.put("/v1/namespaces/app/aliases/releases/v2", json={"target": "x"}), 409, "KEY_EXISTS"
+    )
     assert_problem(await client.put(f"{KEYS}/releases/current", json={"value": 1}), 409, "KEY_EXISTS")
     listed = (await client.get("/v1/namespaces/app/aliases")).json()["aliases"]
     assert [a["alias"] for a in listed] == ["releases/current"]
@@ -190,7 +222,8 @@ async def test_namespaces_codecs_health_schema(client: httpx.AsyncClient) -> Non
     names = (await client.get("/v1/namespaces", params={"prefix": "b"})).json()
     assert [n["name"] for n in names["namespaces"]] == ["beta", "bravo"]
     page = (await client.get("/v1/namespaces", params={"limit": 1})).json()
-    assert [n["name"] for n in page["namespaces"]] == ["alpha"] and page["next_cursor"]
+    assert [n["name"] for n in page["namespaces"]] == ["alpha"]
+    assert page["next_cursor"]
     codecs = {c["name"] for c in (await client.get("/v1/codecs")).json()["codecs"]}
     assert {"json", "yaml", "text", "raw", "client:*"} <= codecs
     assert (await client.get("/health")).json()["status"] == "ok"
@@ -203,14 +236,27 @@ async def test_namespaces_codecs_health_schema(client: httpx.AsyncClient) -> Non
     ("method", "path", "kwargs", "status", "reason", "field"),
     [
         ("put", "/v1/namespaces/bad ns/keys/k", {"json": {"value": 1}}, 400, "INVALID_ARGUMENT", "namespace"),
-        ("put", f"/v1/namespaces/{'n' * 65}/keys/k", {"json": {"value": 1}}, 400, "INVALID_ARGUMENT", "namespace"),
+        (
+            "put",
+            f"/v1/namespaces/{'n' * 65}/keys/k",
+            {"json": {"value": 1}},
+            400,
+            "INVALID_ARGUMENT",
+            "namespace",
+        ),
         ("put", f"{KEYS}/a//b", {"json": {"value": 1}}, 400, "INVALID_ARGUMENT", "key"),
         ("put", f"{KEYS}/a/", {"json": {"value": 1}}, 400, "INVALID_ARGUMENT", "key"),
         ("put", f"{KEYS}/a%01b", {"json": {"value": 1}}, 400, "INVALID_ARGUMENT", "key"),
         ("put", f"{KEYS}/{'k' * 513}", {"json": {"value": 1}}, 400, "INVALID_ARGUMENT", "key"),
         ("put", f"{KEYS}/x/versions", {"json": {"value": 1}}, 400, "INVALID_ARGUMENT", "key"),
-        ("put", f"{KEYS}/k", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 400,
-         "INVALID_ARGUMENT", "body"),
+        (
+            "put",
+            f"{KEYS}/k",
+            {"content": b"{not json", "headers": {"content-type": "application/json"}},
+            400,
+            "INVALID_ARGUMENT",
+            "body",
+        ),
         ("put", f"{KEYS}/k", {"json": {"value": 1, "colour": "red"}}, 400, "INVALID_ARGUMENT", "colour"),
         ("put", f"{KEYS}/k", {"json": {"value": 1, "ttl": "soon"}}, 400, "INVALID_ARGUMENT", "ttl"),
         ("put", f"{KEYS}/k", {"json": {"value": 1, "mode": "sometimes"}}, 400, "INVALID_ARGUMENT", "mode"),
@@ -221,14 +267,40 @@ async def test_namespaces_codecs_health_schema(client: httpx.AsyncClient) -> Non
         ("put", f"{KEYS}/k", {"json": {"value": 1, "ttl": 40_000_000}}, 400, "INVALID_ARGUMENT", "ttl"),
         ("put", f"{KEYS}/k", {"json": {"value": 1, "codec": "xml"}}, 400, "INVALID_ARGUMENT", "codec"),
         ("put", f"{KEYS}/k", {"content": b"x", "params": {"codec": "xml"}}, 400, "INVALID_ARGUMENT", "codec"),
-        ("put", f"{KEYS}/k", {"content": b"{oops", "params": {"codec": "json"}}, 400, "INVALID_ARGUMENT", "value"),
-        ("put", f"{KEYS}/k", {"content": b"\xff", "params": {"codec": "text"}}, 400, "INVALID_ARGUMENT", "value"),
+        (
+            "put",
+            f"{KEYS}/k",
+            {"content": b"{oops", "params": {"codec": "json"}},
+            400,
+            "INVALID_ARGUMENT",
+            "value",
+        ),
+        (
+            "put",
+            f"{KEYS}/k",
+            {"content": b"\xff", "params": {"codec": "text"}},
+            400,
+            "INVALID_ARGUMENT",
+            "value",
+        ),
         ("put", f"{KEYS}/k", {"content": b"x" * (1024 * 1024 + 1)}, 413, "VALUE_TOO_LARGE", "value"),
-        ("put", f"{KEYS}/k", {"json": {"value_b64": base64.b64encode(b"x" * (1024 * 1024 + 1)).decode()}}, 413,
-         "VALUE_TOO_LARGE", "value"),
+        (
+            "put",
+            f"{KEYS}/k",
+            {"json": {"value_b64": base64.b64encode(b"x" * (1024 * 1024 + 1)).decode()}},
+            413,
+            "VALUE_TOO_LARGE",
+            "value",
+        ),
         ("put", f"{KEYS}/k", {"content": b"x" * (3 * 1024 * 1024)}, 413, "VALUE_TOO_LARGE", None),
-        ("put", f"{KEYS}/k", {"json": {"value": 1}, "headers": {"if-match": "seven"}}, 400, "INVALID_ARGUMENT",
-         "If-Match"),
+        (
+            "put",
+            f"{KEYS}/k",
+            {"json": {"value": 1}, "headers": {"if-match": "seven"}},
+            400,
+            "INVALID_ARGUMENT",
+            "If-Match",
+        ),
         ("get", KEYS, {"params": {"limit": 1001}}, 400, "INVALID_ARGUMENT", "limit"),
         ("get", KEYS, {"params": {"limit": "many"}}, 400, "INVALID_ARGUMENT", "limit"),
         ("get", KEYS, {"params": {"cursor": "garbage!"}}, 400, "INVALID_ARGUMENT", "cursor"),
@@ -255,5 +327,7 @@ async def test_bad_input_gets_a_problem_and_stores_nothing(
 
 async def test_json_value_preserved_exactly(client: httpx.AsyncClient) -> None:
     document = {"big": 12345678901234567890, "float": 1.5, "nested": {"list": [None, True, "ü"]}}
-    await client.put(f"{KEYS}/doc", content=json.dumps({"value": document}), headers={"content-type": "application/json"})
+    await client.put(
+        f"{KEYS}/doc", content=json.dumps({"value": document}), headers={"content-type": "application/json"}
+    )
     assert (await client.get(f"{KEYS}/doc")).json()["value"] == document

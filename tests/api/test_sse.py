@@ -10,9 +10,8 @@ from typing import Any
 
 import httpx
 
-from store import StoreOptions
-
 from api import NodeServer
+from store import StoreOptions
 from tests.support import SseMessage, sse_messages
 
 from .conftest import make_config
@@ -56,8 +55,10 @@ async def test_replay_then_live_with_ids_and_heartbeats(client: httpx.AsyncClien
     events, seen = await collect(client, {"namespaces": "w", "after": 0}, 4)
     await writer
     first = seen[0]
-    assert first.retry is not None and first.retry > 0
-    assert first.event is None and first.data == ""
+    assert first.retry is not None
+    assert first.retry > 0
+    assert first.event is None
+    assert first.data == ""
     heartbeats = [m for m in seen if m.event is None and m is not first]
     assert heartbeats, "an idle stream carries heartbeat comments"
     assert all(m.data == "" and m.comments for m in heartbeats)
@@ -68,7 +69,8 @@ async def test_replay_then_live_with_ids_and_heartbeats(client: httpx.AsyncClien
         ("delete", "a", 4),
     ]
     assert [m.id for m in events] == ["w:1", "w:2", "w:3", "w:4"]
-    assert payload(events[0])["entry"]["value"] == 1 and payload(events[0])["created"] is True
+    assert payload(events[0])["entry"]["value"] == 1
+    assert payload(events[0])["created"] is True
 
 
 async def test_last_event_id_resumes_exactly(client: httpx.AsyncClient) -> None:
@@ -103,7 +105,9 @@ async def test_bad_watch_requests(client: httpx.AsyncClient) -> None:
     assert_problem(await client.get("/v1/watch"), 400, "INVALID_ARGUMENT", "namespaces")
     assert_problem(await client.get("/v1/watch", params={"namespaces": "bad name"}), 400, "INVALID_ARGUMENT")
     many = ",".join(f"n{i}" for i in range(101))
-    assert_problem(await client.get("/v1/watch", params={"namespaces": many}), 400, "INVALID_ARGUMENT", "namespaces")
+    assert_problem(
+        await client.get("/v1/watch", params={"namespaces": many}), 400, "INVALID_ARGUMENT", "namespaces"
+    )
     assert_problem(
         await client.get("/v1/watch", params={"namespaces": "a"}, headers={"last-event-id": "nonsense"}),
         400,
@@ -117,7 +121,9 @@ async def test_compacted_when_history_is_gone(tmp_path: Path) -> None:
     async with NodeServer(config) as server, httpx.AsyncClient(base_url=f"http://{server.http_addr}") as http:
         for i in range(6):
             await http.put("/v1/namespaces/c/keys/k", json={"value": i})
-        body = assert_problem(await http.get("/v1/watch", params={"namespaces": "c", "after": 1}), 410, "COMPACTED")
+        body = assert_problem(
+            await http.get("/v1/watch", params={"namespaces": "c", "after": 1}), 410, "COMPACTED"
+        )
         assert body["floor"] == 3
         events, _ = await collect(http, {"namespaces": "c", "after": 3}, 3)
         assert [payload(m)["revision"] for m in events] == [4, 5, 6]
