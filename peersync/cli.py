@@ -257,7 +257,8 @@ def kv_get(namespace: str, key: str, as_json: bool, server: str) -> None:
     """Print a key's value (its bytes, as stored)."""
     from . import v1
 
-    entry = _call(server, lambda stub: stub.get(v1.GetRequest(namespace=namespace, key=key)))
+    reply = _call(server, lambda stub: stub.get(v1.GetRequest(namespace=namespace, key=key)))
+    entry = reply.entry
     if as_json:
         click.echo(json.dumps(_entry_dict(entry)))
     else:
@@ -300,7 +301,7 @@ def kv_set(
         value=data,
         codec=codec,
         ttl_seconds=ttl,
-        mode=v1.Mode[f"MODE_{mode.upper()}"],
+        mode=v1.Mode[mode.upper()],
         if_version=if_version,
     )
     reply = _call(server, lambda stub: stub.set(request))
@@ -383,7 +384,7 @@ def kv_watch(namespaces: tuple[str, ...], prefixes: tuple[str, ...], after: int 
             if reply.event is not None:
                 event = reply.event
                 out: dict[str, Any] = {
-                    "type": v1.EventType(event.type).name.lower().removeprefix("event_type_"),
+                    "type": v1.EventType(event.type).name.lower(),
                     "namespace": event.namespace,
                     "key": event.key,
                     "revision": event.revision,

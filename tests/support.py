@@ -93,6 +93,7 @@ class NodeProcess:
         self.http_url = ""
         self.grpc_addr = ""
         self._listening = threading.Event()
+        self._reader: threading.Thread | None = None
 
     def start(self, timeout: float = 20.0) -> NodeProcess:
         self.proc = subprocess.Popen(
@@ -103,7 +104,8 @@ class NodeProcess:
             env=self.env,
         )
         self._listening.clear()
-        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
+        self._reader.start()
         if not self._listening.wait(timeout):
             self.kill()
             raise AssertionError(f"node did not start within {timeout}s:\n{self.log_tail()}")
@@ -124,13 +126,20 @@ class NodeProcess:
         self.proc.send_signal(sig)
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.wait(10)
 
     def wait(self, timeout: float) -> int:
+        """Wait for the process to exit and collect the rest of its output."""
         assert self.proc is not None
-        return self.proc.wait(timeout)
+        code = self.proc.wait(timeout)
+        if self._reader is not None:
+            self._reader.join(timeout)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return code
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.lines[-lines:])

@@ -211,6 +211,8 @@ def test_kv_commands(nodes: list[NodeProcess], tmp_path: Path) -> None:
     finally:
         watch.kill()
         watch.wait(10)
+        if watch.stdout is not None:
+            watch.stdout.close()
     assert [(e["type"], e["key"], e["revision"]) for e in lines] == [
         ("set", "conf/a", 1),
         ("set", "conf/bin", 2),
