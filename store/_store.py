@@ -230,6 +230,11 @@ class Store:
         self._hub.close_all()
         await self._backend.close()
 
+    def end_watches(self) -> None:
+        """End every open watch now (their ``next`` raises Unavailable); new ones may still open.
+        A server calls this before a graceful shutdown so long-lived streams do not hold it up."""
+        self._hub.close_all()
+
     async def __aenter__(self) -> Store:
         await self.start()
         return self
