@@ -14,7 +14,7 @@ from ._errors import (
     VersionMismatch,
 )
 from ._model import Alias, Entry, Event, EventType, Mode, NamespaceInfo, Page, Snapshot
-
+from ._sql import SqlBackend
 from ._store import Store, StoreOptions
 from ._watch import Watch
 
@@ -38,6 +38,7 @@ __all__ = [
     "Prune",
     "ServerError",
     "Snapshot",
+    "SqlBackend",
     "Store",
     "StoreOptions",
     "Unavailable",

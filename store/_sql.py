@@ -1,1 +1,489 @@
-"""Placeholder replaced by the SQL engine in this same change."""
+"""The SQL engine: namespace logs, key state and history in SQLite or PostgreSQL.
+
+Built on SQLAlchemy's async Core. A commit is one transaction whose statements are grouped by kind
+(one executemany per kind), so its cost grows with the number of statement kinds, not of events.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Executable,
+    LargeBinary,
+    MetaData,
+    Row,
+    SmallInteger,
+    String,
+    Table,
+    bindparam,
+    delete,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.schema import CreateSchema
+
+from ._backend import LoadedState, Prune
+from ._errors import Unavailable
+from ._model import Alias, Entry, Event, EventType
+
+# The values SQLite's `synchronous` pragma accepts. FULL syncs the WAL on every commit, which is what
+# makes an acknowledged write survive power loss; NORMAL only survives a crash of the process.
+_SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
+
+# Execution option naming the statement that opens a SQLite transaction (see _on_begin).
+_BEGIN_OPTION = "peersync_sqlite_begin"
+
+_metadata = MetaData()
+
+_namespaces = Table(
+    "ps_namespaces",
+    _metadata,
+    Column("name", String, primary_key=True),
+    Column("revision", BigInteger, nullable=False),
+)
+
+# One row per log record. Entry columns are null for alias records; `entry_revision` is the revision
+# of the entry's last write, which for DELETE and EXPIRE is older than the record's own revision.
+_log = Table(
+    "ps_log",
+    _metadata,
+    Column("namespace", String, primary_key=True),
+    Column("revision", BigInteger, primary_key=True, autoincrement=False),
+    Column("type", SmallInteger, nullable=False),
+    Column("key", String, nullable=False),
+    Column("value", LargeBinary, nullable=True),
+    Column("codec", String, nullable=True),
+    Column("version", BigInteger, nullable=True),
+    Column("created", Boolean, nullable=False),
+    Column("target", String, nullable=True),
+    Column("entry_revision", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=True),
+    Column("updated_at", BigInteger, nullable=True),
+    Column("expire_at", BigInteger, nullable=True),
+    Column("at", BigInteger, nullable=False),
+)
+
+_kv = Table(
+    "ps_kv",
+    _metadata,
+    Column("namespace", String, primary_key=True),
+    Column("key", String, primary_key=True),
+    Column("value", LargeBinary, nullable=False),
+    Column("codec", String, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("revision", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("expire_at", BigInteger, nullable=True),
+)
+
+_versions = Table(
+    "ps_versions",
+    _metadata,
+    Column("namespace", String, primary_key=True),
+    Column("key", String, primary_key=True),
+    Column("version", BigInteger, primary_key=True, autoincrement=False),
+    Column("value", LargeBinary, nullable=False),
+    Column("codec", String, nullable=False),
+    Column("revision", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("expire_at", BigInteger, nullable=True),
+)
+
+_aliases = Table(
+    "ps_aliases",
+    _metadata,
+    Column("namespace", String, primary_key=True),
+    Column("alias", String, primary_key=True),
+    Column("target", String, nullable=False),
+    Column("revision", BigInteger, nullable=False),
+)
+
+# Deletes run as executemany, one parameter set per row or range; the b_ names keep the bound
+# parameters apart from column names.
+_DELETE_KV = delete(_kv).where(_kv.c.namespace == bindparam("b_ns"), _kv.c.key == bindparam("b_key"))
+_DELETE_HISTORY = delete(_versions).where(
+    _versions.c.namespace == bindparam("b_ns"), _versions.c.key == bindparam("b_key")
+)
+_PRUNE_VERSIONS = delete(_versions).where(
+    _versions.c.namespace == bindparam("b_ns"),
+    _versions.c.key == bindparam("b_key"),
+    _versions.c.version <= bindparam("b_upto"),
+)
+_PRUNE_LOG = delete(_log).where(_log.c.namespace == bindparam("b_ns"), _log.c.revision <= bindparam("b_upto"))
+_DELETE_ALIAS = delete(_aliases).where(
+    _aliases.c.namespace == bindparam("b_ns"), _aliases.c.alias == bindparam("b_key")
+)
+
+
+class SqlBackend:
+    """A :class:`~store.Backend` on SQLite (through aiosqlite) or PostgreSQL (through asyncpg).
+
+    ``url`` is ``sqlite+aiosqlite:///path`` (see :meth:`sqlite_url`) or ``postgresql://...`` /
+    ``postgres://...``. ``schema`` (PostgreSQL only) puts the tables in that schema, created if
+    missing. ``synchronous`` (SQLite only) is the pragma of that name; the default FULL makes every
+    acknowledged commit survive a process kill and a power loss. ``busy_timeout`` is how long a
+    SQLite transaction waits for another process's write lock before failing with Unavailable.
+
+    Every database or driver failure surfaces as :class:`~store.Unavailable`. Reads may run
+    concurrently with a commit and see the state before or after it, never part of it.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        synchronous: str = "FULL",
+        busy_timeout: float = 5.0,
+    ) -> None:
+        self._url = _async_url(url)
+        self._sqlite = self._url.get_backend_name() == "sqlite"
+        if self._sqlite and schema is not None:
+            raise ValueError("schema applies to PostgreSQL only")
+        if synchronous.upper() not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS)}, not {synchronous!r}")
+        if busy_timeout < 0:
+            raise ValueError("busy_timeout must not be negative")
+        self._schema = schema
+        self._synchronous = synchronous.upper()
+        self._busy_timeout_ms = round(busy_timeout * 1000)
+        self._engine: AsyncEngine | None = None
+        # The same pool, but SQLite transactions opened through it take the write lock at BEGIN.
+        self._write_engine: AsyncEngine | None = None
+        self._upsert_kv: Executable | None = None
+        self._upsert_alias: Executable | None = None
+        self._upsert_namespace: Executable | None = None
+
+    @staticmethod
+    def sqlite_url(path: str | os.PathLike[str]) -> str:
+        """The URL of a SQLite database file at ``path``."""
+        return f"sqlite+aiosqlite:///{os.fspath(path)}"
+
+    @property
+    def url(self) -> str:
+        """The URL this backend connects to, driver included and password hidden."""
+        return self._url.render_as_string(hide_password=True)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def open(self) -> LoadedState:
+        if self._engine is None:
+            self._start_engine()
+        engine, writer = self._engines()
+        try:
+            # Under the write lock, so that two processes opening a new file do not race the DDL.
+            async with writer.begin() as conn:
+                if self._schema is not None:
+                    await conn.execute(CreateSchema(self._schema, if_not_exists=True))
+                await conn.run_sync(_metadata.create_all)
+            # One read transaction: a consistent view of all four tables.
+            async with engine.connect() as conn:
+                return await _load(conn)
+        except (SQLAlchemyError, OSError) as exc:
+            await self._dispose()
+            raise _unavailable("open the store database", exc) from exc
+
+    async def close(self) -> None:
+        try:
+            await self._dispose()
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unavailable("close the store database", exc) from exc
+
+    def _start_engine(self) -> None:
+        options: dict[str, Any] = {}
+        if self._schema is not None:
+            options["schema_translate_map"] = {None: self._schema}
+        # hide_parameters: values are user data (often secrets) and must not land in logs or errors.
+        engine = create_async_engine(self._url, hide_parameters=True, execution_options=options)
+        writer = engine
+        if self._sqlite:
+            event.listen(engine.sync_engine, "connect", self._on_connect)
+            event.listen(engine.sync_engine, "begin", _on_begin)
+            writer = engine.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"})
+        self._engine, self._write_engine = engine, writer
+        dialect = engine.dialect.name
+        self._upsert_kv = _upsert(dialect, _kv, ("namespace", "key"))
+        self._upsert_alias = _upsert(dialect, _aliases, ("namespace", "alias"))
+        self._upsert_namespace = _upsert(dialect, _namespaces, ("name",))
+
+    def _on_connect(self, dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the driver: _on_begin emits BEGIN itself, so that a
+        # writing transaction can ask for the write lock up front (SQLAlchemy's documented recipe).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            # busy_timeout first: switching to WAL needs a lock another process may hold.
+            cursor.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute(f"PRAGMA synchronous = {self._synchronous}")
+        finally:
+            cursor.close()
+
+    async def _dispose(self) -> None:
+        engine, self._engine, self._write_engine = self._engine, None, None
+        if engine is not None:
+            await engine.dispose()
+
+    def _engines(self) -> tuple[AsyncEngine, AsyncEngine]:
+        if self._engine is None or self._write_engine is None:
+            raise Unavailable("the SQL store backend is not open")
+        return self._engine, self._write_engine
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    async def commit(self, events: Sequence[Event], revisions: Mapping[str, int], prune: Prune) -> None:
+        _, writer = self._engines()
+        assert self._upsert_kv is not None
+        assert self._upsert_alias is not None
+        assert self._upsert_namespace is not None
+        batch = _Batch.of(events, prune)
+        statements: list[tuple[Executable, list[dict[str, Any]]]] = [
+            (_log.insert(), batch.log),
+            (_DELETE_HISTORY, batch.history_cleared),
+            (_versions.insert(), batch.versions),
+            (_DELETE_KV, batch.kv_deleted),
+            (self._upsert_kv, batch.kv_upserted),
+            (_DELETE_ALIAS, batch.aliases_deleted),
+            (self._upsert_alias, batch.aliases_upserted),
+            (self._upsert_namespace, [{"name": ns, "revision": rev} for ns, rev in revisions.items()]),
+            (_PRUNE_LOG, [{"b_ns": ns, "b_upto": upto} for ns, upto in prune.log.items()]),
+            (_PRUNE_VERSIONS, batch.versions_pruned),
+        ]
+        try:
+            async with writer.begin() as conn:
+                for statement, rows in statements:
+                    if rows:
+                        await conn.execute(statement, rows)
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unavailable("commit a batch", exc) from exc
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    async def read_log(self, namespace: str, after: int, limit: int) -> list[Event]:
+        query = (
+            select(_log)
+            .where(_log.c.namespace == namespace, _log.c.revision > after)
+            .order_by(_log.c.revision)
+            .limit(limit)
+        )
+        return [_event(row) for row in await self._read(query, "read the log")]
+
+    async def versions(self, namespace: str, key: str, before: int | None, limit: int) -> list[Entry]:
+        query = select(_versions).where(_versions.c.namespace == namespace, _versions.c.key == key)
+        if before is not None:
+            query = query.where(_versions.c.version < before)
+        query = query.order_by(_versions.c.version.desc()).limit(limit)
+        return [_entry(row) for row in await self._read(query, "read key history")]
+
+    async def _read(self, query: Executable, what: str) -> list[Row[Any]]:
+        engine, _ = self._engines()
+        try:
+            async with engine.connect() as conn:
+                result = await conn.execute(query)
+                return list(result)
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unavailable(what, exc) from exc
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The rows one commit writes, grouped by statement, with the batch's own history folded in:
+    a key set, deleted and set again within the batch ends as the events applied in order would
+    leave it."""
+
+    log: list[dict[str, Any]] = field(default_factory=list)
+    kv_upserted: list[dict[str, Any]] = field(default_factory=list)
+    kv_deleted: list[dict[str, Any]] = field(default_factory=list)
+    history_cleared: list[dict[str, Any]] = field(default_factory=list)
+    versions: list[dict[str, Any]] = field(default_factory=list)
+    versions_pruned: list[dict[str, Any]] = field(default_factory=list)
+    aliases_upserted: list[dict[str, Any]] = field(default_factory=list)
+    aliases_deleted: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, events: Iterable[Event], prune: Prune) -> _Batch:
+        batch = cls()
+        final: dict[tuple[str, str], Entry | None] = {}
+        cleared: set[tuple[str, str]] = set()  # keys whose stored history ends in this batch
+        added: dict[tuple[str, str], list[Entry]] = {}  # versions written since the last such end
+        aliases: dict[tuple[str, str], Event] = {}
+        for ev in events:
+            batch.log.append(_log_row(ev))
+            slot = (ev.namespace, ev.key)
+            if ev.type is EventType.SET:
+                assert ev.entry is not None
+                final[slot] = ev.entry
+                added.setdefault(slot, []).append(ev.entry)
+            elif ev.type in (EventType.DELETE, EventType.EXPIRE):
+                final[slot] = None
+                cleared.add(slot)
+                added.pop(slot, None)
+            else:
+                aliases[slot] = ev
+        for (ns, key), entry in final.items():
+            if entry is None:
+                batch.kv_deleted.append({"b_ns": ns, "b_key": key})
+            else:
+                batch.kv_upserted.append(_entry_row(entry))
+        batch.history_cleared = [{"b_ns": ns, "b_key": key} for ns, key in cleared]
+        for slot, entries in added.items():
+            # Versions the prune would drop at once are not written at all.
+            upto = prune.versions.get(slot, 0)
+            batch.versions.extend(_entry_row(e) for e in entries if e.version > upto)
+        batch.versions_pruned = [
+            {"b_ns": ns, "b_key": key, "b_upto": upto} for (ns, key), upto in prune.versions.items()
+        ]
+        for (ns, name), ev in aliases.items():
+            if ev.type is EventType.ALIAS_SET:
+                batch.aliases_upserted.append(
+                    {"namespace": ns, "alias": name, "target": ev.target, "revision": ev.revision}
+                )
+            else:
+                batch.aliases_deleted.append({"b_ns": ns, "b_key": name})
+        return batch
+
+
+async def _load(conn: AsyncConnection) -> LoadedState:
+    state = LoadedState()
+    for row in await conn.execute(select(_namespaces.c.name, _namespaces.c.revision)):
+        state.revisions[row.name] = row.revision
+    oldest = select(_log.c.namespace, func.min(_log.c.revision).label("oldest")).group_by(_log.c.namespace)
+    retained = {row.namespace: row.oldest for row in await conn.execute(oldest)}
+    # A namespace with no retained records has a complete log only from its current revision on.
+    state.floors = {ns: retained[ns] - 1 if ns in retained else rev for ns, rev in state.revisions.items()}
+    state.entries = [_entry(row) for row in await conn.execute(select(_kv))]
+    state.aliases = [
+        Alias(row.namespace, row.alias, row.target, row.revision)
+        for row in await conn.execute(select(_aliases))
+    ]
+    return state
+
+
+def _on_begin(conn: Connection) -> None:
+    # Write transactions ask for BEGIN IMMEDIATE: taking the write lock at the start means a
+    # transaction never has to upgrade a read lock, which SQLite cannot do without SQLITE_BUSY.
+    conn.exec_driver_sql(conn.get_execution_options().get(_BEGIN_OPTION, "BEGIN"))
+
+
+def _upsert(dialect: str, table: Table, keys: tuple[str, ...]) -> Executable:
+    """An INSERT that overwrites the non-key columns of a row whose primary key exists."""
+    index = [table.c[k] for k in keys]
+    if dialect == "postgresql":
+        pg = postgresql.insert(table)
+        return pg.on_conflict_do_update(
+            index_elements=index, set_={c.name: pg.excluded[c.name] for c in table.c if c.name not in keys}
+        )
+    lite = sqlite.insert(table)
+    return lite.on_conflict_do_update(
+        index_elements=index, set_={c.name: lite.excluded[c.name] for c in table.c if c.name not in keys}
+    )
+
+
+def _async_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ValueError(f"not a database URL: {url!r}") from exc
+    if parsed.drivername in ("postgres", "postgresql", "postgresql+asyncpg"):
+        return parsed.set(drivername="postgresql+asyncpg")
+    if parsed.drivername in ("sqlite", "sqlite+aiosqlite"):
+        # Each connection to an in-memory database would see a database of its own.
+        if parsed.database in (None, "", ":memory:"):
+            raise ValueError("SQLite needs a database file; use MemoryBackend for a store kept in memory")
+        return parsed.set(drivername="sqlite+aiosqlite")
+    raise ValueError(f"unsupported database URL {parsed.drivername!r}: use sqlite+aiosqlite or postgresql")
+
+
+def _unavailable(what: str, exc: Exception) -> Unavailable:
+    # The driver's own message: SQLAlchemy's wrapper adds the statement, which says nothing to a
+    # caller and can be long.
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    return Unavailable(f"could not {what}: {type(cause).__name__}: {cause}")
+
+
+def _log_row(ev: Event) -> dict[str, Any]:
+    entry = ev.entry
+    return {
+        "namespace": ev.namespace,
+        "revision": ev.revision,
+        "type": int(ev.type),
+        "key": ev.key,
+        "value": None if entry is None else entry.value,
+        "codec": None if entry is None else entry.codec,
+        "version": None if entry is None else entry.version,
+        "created": ev.created,
+        "target": ev.target,
+        "entry_revision": None if entry is None else entry.revision,
+        "created_at": None if entry is None else entry.created_at,
+        "updated_at": None if entry is None else entry.updated_at,
+        "expire_at": None if entry is None else entry.expire_at,
+        "at": ev.at,
+    }
+
+
+def _entry_row(entry: Entry) -> dict[str, Any]:
+    return {
+        "namespace": entry.namespace,
+        "key": entry.key,
+        "value": entry.value,
+        "codec": entry.codec,
+        "version": entry.version,
+        "revision": entry.revision,
+        "created_at": entry.created_at,
+        "updated_at": entry.updated_at,
+        "expire_at": entry.expire_at,
+    }
+
+
+def _entry(row: Row[Any]) -> Entry:
+    return Entry(
+        row.namespace,
+        row.key,
+        bytes(row.value),
+        row.codec,
+        row.version,
+        row.revision,
+        row.created_at,
+        row.updated_at,
+        row.expire_at,
+    )
+
+
+def _event(row: Row[Any]) -> Event:
+    entry = None
+    if row.version is not None:
+        entry = Entry(
+            row.namespace,
+            row.key,
+            bytes(row.value),
+            row.codec,
+            row.version,
+            row.entry_revision,
+            row.created_at,
+            row.updated_at,
+            row.expire_at,
+        )
+    return Event(
+        EventType(row.type),
+        row.namespace,
+        row.key,
+        row.revision,
+        row.at,
+        entry=entry,
+        created=bool(row.created),
+        target=row.target,
+    )
