@@ -10,6 +10,8 @@ are served from memory without a database round trip.
 from __future__ import annotations
 
 import asyncio
+import builtins
+import functools
 import heapq
 import logging
 import time
@@ -148,10 +150,7 @@ class _Txn:
         return event
 
     def next_revision(self, ns: str) -> int:
-        if ns in self.revisions:
-            revision = self.revisions[ns] + 1
-        else:
-            revision = self._store.revision(ns) + 1
+        revision = (self.revisions[ns] if ns in self.revisions else self._store.revision(ns)) + 1
         self.revisions[ns] = revision
         return revision
 
@@ -295,7 +294,9 @@ class Store:
         hidden = len(space.keys) - len(live)
         return Snapshot(namespace, space.revision, f"{space.revision}-{hidden}", live)
 
-    async def versions(self, namespace: str, key: str, *, before: int | None = None, limit: int) -> list[Entry]:
+    async def versions(
+        self, namespace: str, key: str, *, before: int | None = None, limit: int
+    ) -> builtins.list[Entry]:
         """Retained versions of a live key, newest first."""
         await self.get_direct(namespace, key)
         return await self._backend.versions(namespace, key, before, limit)
@@ -324,11 +325,13 @@ class Store:
             raise NotFound(f"alias {alias!r} not found in namespace {namespace!r}")
         return found
 
-    async def list_aliases(self, namespace: str) -> list[Alias]:
+    async def list_aliases(self, namespace: str) -> builtins.list[Alias]:
         space = self._spaces.get(namespace)
         return [] if space is None else list(space.aliases.values())
 
-    async def namespaces(self, prefix: str = "", *, after: str | None = None, limit: int) -> list[NamespaceInfo]:
+    async def namespaces(
+        self, prefix: str = "", *, after: str | None = None, limit: int
+    ) -> builtins.list[NamespaceInfo]:
         """Namespaces holding at least one key or alias, in name order."""
         found: list[NamespaceInfo] = []
         start = prefix if after is None or after < prefix else after
@@ -342,7 +345,9 @@ class Store:
                     break
         return found
 
-    def watch(self, namespaces: Iterable[str], prefixes: Iterable[str] = (), start: Mapping[str, int] | None = None) -> Watch:
+    def watch(
+        self, namespaces: Iterable[str], prefixes: Iterable[str] = (), start: Mapping[str, int] | None = None
+    ) -> Watch:
         """Events of ``namespaces`` whose key starts with one of ``prefixes`` (all keys when none),
         after ``start[ns]`` for each namespace named there and from now for the others."""
         if not self._accepting:
@@ -434,7 +439,9 @@ class Store:
 
         def apply(txn: _Txn) -> Alias:
             if txn.alias(namespace, target) is not None:
-                raise InvalidArgument(f"target {target!r} is itself an alias; chains are not allowed", field="target")
+                raise InvalidArgument(
+                    f"target {target!r} is itself an alias; chains are not allowed", field="target"
+                )
             pointing = [a for a, t in txn.aliases_of(namespace).items() if t == alias]
             if pointing:
                 raise InvalidArgument(
@@ -482,7 +489,7 @@ class Store:
                 for _ in ops:
                     self._queue.task_done()
 
-    async def _run_batch(self, ops: list[_Op]) -> None:
+    async def _run_batch(self, ops: builtins.list[_Op]) -> None:
         txn = _Txn(self)
         done: list[tuple[_Op, Any]] = []
         for op in ops:
@@ -560,7 +567,7 @@ class Store:
             if not due:
                 continue
             try:
-                await self._submit(lambda txn: _expire(txn, due))
+                await self._submit(functools.partial(_expire, due=due))
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -569,7 +576,7 @@ class Store:
                 for item in due:
                     heapq.heappush(self._expiry, item)
 
-    def _take_due(self) -> list[tuple[int, str, str, int]]:
+    def _take_due(self) -> builtins.list[tuple[int, str, str, int]]:
         now = self.now_ms()
         due: list[tuple[int, str, str, int]] = []
         while self._expiry and self._expiry[0][0] <= now and len(due) < self.options.max_batch:

@@ -133,7 +133,7 @@ class Watch:
                 self._replay[ns] = current
             self.positions[ns] = min(after, current)
 
-    async def next(self, timeout: float | None = None) -> Event | None:
+    async def next(self, timeout: float | None = None) -> Event | None:  # noqa: ASYNC109 (None is the answer)
         """The next matching event, or None after ``timeout`` seconds without one.
 
         Raises Compacted if the watch fell so far behind that the log no longer covers it, and
