@@ -268,6 +268,7 @@ class Store:
 
     async def list(self, namespace: str, prefix: str = "", *, after: str | None = None, limit: int) -> Page:
         """Live keys starting with ``prefix`` in key order, after ``after`` when given."""
+        _check_limit(limit)
         space = self._spaces.get(namespace)
         if space is None:
             return Page((), None)
@@ -298,6 +299,7 @@ class Store:
         self, namespace: str, key: str, *, before: int | None = None, limit: int
     ) -> builtins.list[Entry]:
         """Retained versions of a live key, newest first."""
+        _check_limit(limit)
         await self.get_direct(namespace, key)
         return await self._backend.versions(namespace, key, before, limit)
 
@@ -333,6 +335,7 @@ class Store:
         self, prefix: str = "", *, after: str | None = None, limit: int
     ) -> builtins.list[NamespaceInfo]:
         """Namespaces holding at least one key or alias, in name order."""
+        _check_limit(limit)
         found: list[NamespaceInfo] = []
         start = prefix if after is None or after < prefix else after
         for name in self._spaces.irange(minimum=start, inclusive=(after is None or after < prefix, True)):
@@ -492,16 +495,22 @@ class Store:
     async def _run_batch(self, ops: builtins.list[_Op]) -> None:
         txn = _Txn(self)
         done: list[tuple[_Op, Any]] = []
+        refused: list[tuple[_Op, PeersyncError]] = []
         for op in ops:
             if op.future.cancelled():
                 continue
             try:
                 done.append((op, op.apply(txn)))
             except PeersyncError as exc:
-                op.future.set_exception(exc)
+                refused.append((op, exc))
         if txn.events:
             await self._backend.commit(txn.events, txn.revisions, self._prune(txn))
             self._apply(txn)
+        # Refusals too wait for the commit: one may rest on a write queued earlier in this batch,
+        # which its caller must be able to read once told of it (and which may yet fail).
+        for op, error in refused:
+            if not op.future.done():
+                op.future.set_exception(error)
         for op, result in done:
             if not op.future.done():
                 op.future.set_result(result)
@@ -510,11 +519,14 @@ class Store:
         retention = self.options.log_retention
         history = self.options.history_limit
         log_floor = {ns: rev - retention for ns, rev in txn.revisions.items() if rev > retention}
-        versions = {
-            (e.namespace, e.key): e.entry.version - history
-            for e in txn.events
-            if e.type is EventType.SET and e.entry is not None and e.entry.version > history
-        }
+        versions: dict[tuple[str, str], int] = {}
+        for e in txn.events:
+            slot = (e.namespace, e.key)
+            # The last write of a key decides: after a delete or expiry in the same batch, versions
+            # restart at 1 and an earlier write's cut would drop the new key's history.
+            versions.pop(slot, None)
+            if e.type is EventType.SET and e.entry is not None and e.entry.version > history:
+                versions[slot] = e.entry.version - history
         return Prune(log_floor, versions)
 
     def _apply(self, txn: _Txn) -> None:
@@ -559,7 +571,10 @@ class Store:
                 delay = min(interval, max(0.0, (self._expiry[0][0] - self.now_ms()) / 1000))
             self._sweep_wakeup.clear()
             try:
-                await asyncio.wait_for(self._sweep_wakeup.wait(), delay)
+                # Not wait_for: on Python 3.11 it swallows a cancel that lands as the event is set,
+                # and stop() then waits forever for this loop.
+                async with asyncio.timeout(delay):
+                    await self._sweep_wakeup.wait()
                 continue  # an earlier expiry arrived; recompute the delay
             except TimeoutError:
                 pass
@@ -575,6 +590,9 @@ class Store:
                 log.exception("TTL sweep failed; will retry")
                 for item in due:
                     heapq.heappush(self._expiry, item)
+                # They are due already: without a pause this would retry, and log, in a busy loop
+                # for as long as the backend is down.
+                await asyncio.sleep(interval)
 
     def _take_due(self) -> builtins.list[tuple[int, str, str, int]]:
         now = self.now_ms()
@@ -592,6 +610,11 @@ def _expire(txn: _Txn, due: list[tuple[int, str, str, int]]) -> None:
             txn.entry(ns, key)
 
 
+def _check_limit(limit: int) -> None:
+    if limit < 1:
+        raise InvalidArgument("limit must be at least 1", field="limit")
+
+
 def _check_expected(current: Entry | None, expected: int | None, key: str) -> None:
     if expected is None:
         return
@@ -607,7 +630,10 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
     try:
         await task
     except asyncio.CancelledError:
-        pass
+        # That is the task's cancellation ending; a cancellation of the caller itself goes on.
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
 
 
 def _fail(ops: list[_Op], exc: PeersyncError) -> None:

@@ -113,10 +113,12 @@ class Watch:
             self._sub = None
 
     def _attach(self, start: Mapping[str, int]) -> None:
-        """Register for live events, then note what to replay. No await between the two: the live
+        """Note what to replay, then register for live events. No await between the two: the live
         feed begins exactly after the revisions read here."""
         store = self._store
-        self._sub = store._hub.subscribe(self._filter)
+        if not store._accepting:
+            # A feed registered now would never be woken: the hub has already closed its feeds.
+            raise Unavailable("the store is stopping; resume the watch elsewhere or later")
         self._replay.clear()
         for ns in sorted(self._filter.namespaces):
             current = store.revision(ns)
@@ -132,6 +134,8 @@ class Watch:
                     )
                 self._replay[ns] = current
             self.positions[ns] = min(after, current)
+        # Last, so that a watch refused above leaves nothing registered.
+        self._sub = store._hub.subscribe(self._filter)
 
     async def next(self, timeout: float | None = None) -> Event | None:  # noqa: ASYNC109 (None is the answer)
         """The next matching event, or None after ``timeout`` seconds without one.
@@ -153,10 +157,9 @@ class Watch:
             if sub.closed and sub.queue.empty():
                 raise Unavailable("the store is stopping; resume the watch elsewhere or later")
             try:
-                if timeout is None:
+                # Not wait_for: on Python 3.11 it swallows a cancel that lands as an event arrives.
+                async with asyncio.timeout(timeout):
                     event = await sub.queue.get()
-                else:
-                    event = await asyncio.wait_for(sub.queue.get(), timeout)
             except TimeoutError:
                 return None
             if event is None:
