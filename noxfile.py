@@ -1,5 +1,8 @@
 """Checks and code generation. nox is the only door: CI calls these same sessions.
 
+nox                        lint, typecheck, proto (drift check) and tests — what CI runs
+nox -s tests -- -k watch   the tests, with pytest arguments
+nox -s bench               benchmarks against etcd (see BENCHMARKS.md); not run by default
 nox -s proto               regenerate peersync/v1 from proto/ and fail if it differs from the tree
 nox -s proto -- --write    regenerate and write peersync/v1 (do this after editing a .proto, and
                            commit the .proto and the generated code together)
@@ -13,6 +16,15 @@ from pathlib import Path
 
 import nox
 
+nox.options.sessions = ["lint", "typecheck", "proto", "tests"]
+# uv is much faster at building the session environments where it is installed.
+nox.options.default_venv_backend = "uv|virtualenv"
+
+# Tool versions are pinned so every machine checks the same way; runtime dependencies are ranged in
+# pyproject.toml.
+RUFF = "ruff==0.17.6"
+MYPY = ("mypy==2.4.1", "types-PyYAML==6.0.12.20261113")
+
 ROOT = Path(__file__).parent
 PROTO_ROOT = ROOT / "proto"
 PROTO_PACKAGE = "peersync/v1"
@@ -21,7 +33,7 @@ GENERATED = ROOT / "peersync" / "v1"
 # The generator, pinned so that every machine writes the same bytes. betterproto2-compiler must stay
 # in step with the betterproto2 runtime pinned in pyproject.toml: generated code checks the compiler
 # version when imported. The compiler formats its output by running `ruff`, so ruff is pinned too.
-PROTO_TOOLS = ("betterproto2-compiler==0.10.1", "grpcio-tools==1.85.1", "ruff==0.17.6")
+PROTO_TOOLS = ("betterproto2-compiler==0.10.1", "grpcio-tools==1.85.1", RUFF)
 
 # The compiler's ruff reads the configuration of the directory it runs in. It runs in a scratch
 # directory holding this file, so that changing the repository's lint settings does not change
@@ -34,6 +46,28 @@ POOL_IMPORT = "from ...message_pool import default_message_pool"
 LOCAL_POOL_IMPORT = "from .message_pool import default_message_pool"
 # What the compiler writes that we do not keep: empty package markers above peersync.v1.
 DISCARDED = {"__init__.py", "peersync/__init__.py"}
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff format --check and ruff check on the hand-written code."""
+    session.install(RUFF)
+    session.run("ruff", "format", "--check", ".")
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the hand-written code (the generated peersync/v1 is read, not checked)."""
+    session.install("-e", ".[test]", *MYPY, "nox")
+    session.run("mypy", "store", "peersync", "api", "tests", "noxfile.py")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite: real servers on loopback ports and real node processes."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
 
 
 @nox.session
