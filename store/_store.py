@@ -626,13 +626,15 @@ def _check_expected(current: Entry | None, expected: int | None, key: str) -> No
 async def _cancel(task: asyncio.Task[None] | None) -> None:
     if task is None:
         return
+    current = asyncio.current_task()
+    already = 0 if current is None else current.cancelling()
     task.cancel()
     try:
         await task
     except asyncio.CancelledError:
-        # That is the task's cancellation ending; a cancellation of the caller itself goes on.
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
+        # The task ending cancelled is what was asked. A cancel of the caller while it waited goes
+        # on, but not an earlier one: stop() may be the cleanup of a task being cancelled.
+        if current is not None and current.cancelling() > already:
             raise
 
 

@@ -631,6 +631,27 @@ async def test_stop_is_prompt_right_after_a_ttl_write(engine: Engine) -> None:
             await store.stop()
 
 
+async def test_stop_completes_as_the_cleanup_of_a_cancelled_task(engine: Engine) -> None:
+    store = Store(engine.backend())
+    await store.start()
+
+    async def serve() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await store.stop()
+
+    async with store.watch([NS]) as watch:
+        server = asyncio.create_task(serve())
+        await asyncio.sleep(0)
+        server.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await server
+        # stop() ran to the end: it closed the watches.
+        with pytest.raises(Unavailable):
+            await watch.next(timeout=1)
+
+
 async def test_watch_ends_when_the_store_stops(engine: Engine) -> None:
     store = Store(engine.backend(), StoreOptions(watch_buffer=1))
     await store.start()
