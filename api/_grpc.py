@@ -12,11 +12,19 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Final
 
-import msgspec
 from grpclib import GRPCError, Status
 
-from peersync import Codec, Diff, Node, Service, v1
-from store import Alias, Compacted, Entry, Event, InvalidArgument, Mode, NamespaceInfo, PeersyncError
+from peersync import Node, Service, v1
+from peersync._wire import (
+    alias_to_wire,
+    codec_to_wire,
+    diff_to_wire,
+    entry_to_wire,
+    event_to_wire,
+    namespace_to_wire,
+    snapshot_to_wire,
+)
+from store import Compacted, InvalidArgument, Mode, PeersyncError
 
 if TYPE_CHECKING:
     # What grpclib's Server accepts; grpclib has no public name for it.
@@ -66,7 +74,7 @@ class KvService(v1.KvBase):
     async def get(self, message: v1.GetRequest) -> v1.GetResponse:
         with _status_from_errors("Get"):
             entry = await self._service.get(message.namespace, message.key)
-            return v1.GetResponse(entry=_entry(entry))
+            return v1.GetResponse(entry=entry_to_wire(entry))
 
     async def set(self, message: v1.SetRequest) -> v1.SetResponse:
         with _status_from_errors("Set"):
@@ -79,12 +87,12 @@ class KvService(v1.KvBase):
                 if_version=message.if_version,
                 ttl=message.ttl_seconds,
             )
-            return v1.SetResponse(entry=_entry(entry), created=created)
+            return v1.SetResponse(entry=entry_to_wire(entry), created=created)
 
     async def delete(self, message: v1.DeleteRequest) -> v1.DeleteResponse:
         with _status_from_errors("Delete"):
             entry = await self._service.delete(message.namespace, message.key, if_version=message.if_version)
-            return v1.DeleteResponse(entry=_entry(entry))
+            return v1.DeleteResponse(entry=entry_to_wire(entry))
 
     async def list(self, message: v1.ListRequest) -> v1.ListResponse:
         with _status_from_errors("List"):
@@ -92,7 +100,7 @@ class KvService(v1.KvBase):
                 message.namespace, message.prefix, limit=message.limit or None, cursor=message.cursor or None
             )
             return v1.ListResponse(
-                entries=[_entry(e) for e in page.entries], next_cursor=page.next_cursor or ""
+                entries=[entry_to_wire(e) for e in page.entries], next_cursor=page.next_cursor or ""
             )
 
     async def delete_prefix(self, message: v1.DeletePrefixRequest) -> v1.DeletePrefixResponse:
@@ -104,12 +112,12 @@ class KvService(v1.KvBase):
         with _status_from_errors("GetVersions"):
             if message.version is not None:
                 entry = await self._service.version(message.namespace, message.key, message.version)
-                return v1.GetVersionsResponse(entries=[_entry(entry)])
+                return v1.GetVersionsResponse(entries=[entry_to_wire(entry)])
             page = await self._service.versions(
                 message.namespace, message.key, limit=message.limit or None, cursor=message.cursor or None
             )
             return v1.GetVersionsResponse(
-                entries=[_entry(e) for e in page.entries], next_cursor=page.next_cursor or ""
+                entries=[entry_to_wire(e) for e in page.entries], next_cursor=page.next_cursor or ""
             )
 
     async def diff(self, message: v1.DiffRequest) -> v1.DiffResponse:
@@ -117,7 +125,7 @@ class KvService(v1.KvBase):
             found = await self._service.diff(
                 message.namespace, message.key, message.from_version, message.to_version
             )
-            return _diff(found)
+            return diff_to_wire(found)
 
     async def snapshot(self, message: v1.SnapshotRequest) -> v1.SnapshotResponse:
         with _status_from_errors("Snapshot"):
@@ -126,12 +134,7 @@ class KvService(v1.KvBase):
                 return v1.SnapshotResponse(
                     namespace=snap.namespace, revision=snap.revision, etag=snap.etag, not_modified=True
                 )
-            return v1.SnapshotResponse(
-                namespace=snap.namespace,
-                revision=snap.revision,
-                etag=snap.etag,
-                entries=[_entry(e) for e in snap.entries],
-            )
+            return snapshot_to_wire(snap)
 
     async def watch(self, message: v1.WatchRequest) -> AsyncIterator[v1.WatchResponse]:
         with _status_from_errors("Watch"):
@@ -147,7 +150,7 @@ class KvService(v1.KvBase):
                         if event is None:
                             yield v1.WatchResponse(heartbeat=v1.Heartbeat(positions=dict(watch.positions)))
                         else:
-                            yield v1.WatchResponse(event=_event(event))
+                            yield v1.WatchResponse(event=event_to_wire(event))
             except Compacted as exc:
                 # Part of the stream, not a failure: the client re-reads a snapshot and watches again.
                 compacted = v1.Compacted(namespace=exc.namespace, floor=exc.floor)
@@ -159,22 +162,22 @@ class KvService(v1.KvBase):
                 message.prefix, limit=message.limit or None, cursor=message.cursor or None
             )
             return v1.ListNamespacesResponse(
-                namespaces=[_namespace(n) for n in page.namespaces], next_cursor=page.next_cursor or ""
+                namespaces=[namespace_to_wire(n) for n in page.namespaces], next_cursor=page.next_cursor or ""
             )
 
     async def list_codecs(self, message: v1.ListCodecsRequest) -> v1.ListCodecsResponse:
         with _status_from_errors("ListCodecs"):
-            return v1.ListCodecsResponse(codecs=[_codec(c) for c in self._service.codecs()])
+            return v1.ListCodecsResponse(codecs=[codec_to_wire(c) for c in self._service.codecs()])
 
     async def set_alias(self, message: v1.SetAliasRequest) -> v1.SetAliasResponse:
         with _status_from_errors("SetAlias"):
             alias = await self._service.set_alias(message.namespace, message.alias, message.target)
-            return v1.SetAliasResponse(alias=_alias(alias))
+            return v1.SetAliasResponse(alias=alias_to_wire(alias))
 
     async def get_alias(self, message: v1.GetAliasRequest) -> v1.GetAliasResponse:
         with _status_from_errors("GetAlias"):
             alias = await self._service.get_alias(message.namespace, message.alias)
-            return v1.GetAliasResponse(alias=_alias(alias))
+            return v1.GetAliasResponse(alias=alias_to_wire(alias))
 
     async def delete_alias(self, message: v1.DeleteAliasRequest) -> v1.DeleteAliasResponse:
         with _status_from_errors("DeleteAlias"):
@@ -184,7 +187,7 @@ class KvService(v1.KvBase):
     async def list_aliases(self, message: v1.ListAliasesRequest) -> v1.ListAliasesResponse:
         with _status_from_errors("ListAliases"):
             aliases = await self._service.list_aliases(message.namespace)
-            return v1.ListAliasesResponse(aliases=[_alias(a) for a in aliases])
+            return v1.ListAliasesResponse(aliases=[alias_to_wire(a) for a in aliases])
 
 
 def grpc_handlers(node: Node, heartbeat_interval: float | None = None) -> list[IServable]:
@@ -218,63 +221,3 @@ def _mode(mode: v1.Mode) -> Mode:
     if found is None:
         raise InvalidArgument(f"unknown mode {int(mode)}", field="mode")
     return found
-
-
-# -- Python -> proto ------------------------------------------------------------------------------
-
-
-def _entry(entry: Entry) -> v1.Entry:
-    return v1.Entry(
-        namespace=entry.namespace,
-        key=entry.key,
-        value=entry.value,
-        codec=entry.codec,
-        version=entry.version,
-        revision=entry.revision,
-        created_at=entry.created_at,
-        updated_at=entry.updated_at,
-        expire_at=entry.expire_at,
-    )
-
-
-def _event(event: Event) -> v1.Event:
-    return v1.Event(
-        # The wire enum mirrors the store's numbers.
-        type=v1.EventType(int(event.type)),
-        namespace=event.namespace,
-        key=event.key,
-        revision=event.revision,
-        at=event.at,
-        entry=None if event.entry is None else _entry(event.entry),
-        created=event.created,
-        target=event.target or "",
-    )
-
-
-def _diff(diff: Diff) -> v1.DiffResponse:
-    return v1.DiffResponse(
-        namespace=diff.namespace,
-        key=diff.key,
-        equal=diff.equal,
-        from_version=diff.from_version,
-        to_version=diff.to_version,
-        from_codec=diff.from_codec,
-        to_codec=diff.to_codec,
-        # msgspec, as REST uses: it writes YAML's dates and binary values as JSON can hold them.
-        patch_json="" if diff.patch is None else msgspec.json.encode(diff.patch).decode("utf-8"),
-        unified=diff.unified or "",
-    )
-
-
-def _namespace(info: NamespaceInfo) -> v1.NamespaceInfo:
-    return v1.NamespaceInfo(name=info.name, revision=info.revision, keys=info.keys, aliases=info.aliases)
-
-
-def _codec(codec: Codec) -> v1.Codec:
-    return v1.Codec(name=codec.name, media_type=codec.media_type, description=codec.description)
-
-
-def _alias(alias: Alias) -> v1.Alias:
-    return v1.Alias(
-        namespace=alias.namespace, alias=alias.alias, target=alias.target, revision=alias.revision
-    )

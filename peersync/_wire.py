@@ -1,0 +1,141 @@
+"""Conversions between the store's values and their peersync.v1 messages, in both directions.
+
+The gRPC handlers use them to answer clients and the forwarder to carry results between nodes, so a
+value looks the same whichever way it travelled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from store import Alias, Entry, Event, EventType, NamespaceInfo, Snapshot
+
+from . import v1
+from ._codecs import Codec
+from ._diff import Diff
+
+
+def entry_to_wire(entry: Entry) -> v1.Entry:
+    return v1.Entry(
+        namespace=entry.namespace,
+        key=entry.key,
+        value=entry.value,
+        codec=entry.codec,
+        version=entry.version,
+        revision=entry.revision,
+        created_at=entry.created_at,
+        updated_at=entry.updated_at,
+        expire_at=entry.expire_at,
+    )
+
+
+def entry_from_wire(entry: v1.Entry | None) -> Entry:
+    if entry is None:
+        raise ValueError("a reply lacks its entry")
+    return Entry(
+        entry.namespace,
+        entry.key,
+        entry.value,
+        entry.codec,
+        entry.version,
+        entry.revision,
+        entry.created_at,
+        entry.updated_at,
+        entry.expire_at,
+    )
+
+
+def event_to_wire(event: Event) -> v1.Event:
+    return v1.Event(
+        # The wire enum mirrors the store's numbers.
+        type=v1.EventType(int(event.type)),
+        namespace=event.namespace,
+        key=event.key,
+        revision=event.revision,
+        at=event.at,
+        entry=None if event.entry is None else entry_to_wire(event.entry),
+        created=event.created,
+        target=event.target or "",
+    )
+
+
+def event_from_wire(event: v1.Event) -> Event:
+    return Event(
+        EventType(int(event.type)),
+        event.namespace,
+        event.key,
+        event.revision,
+        event.at,
+        entry=None if event.entry is None else entry_from_wire(event.entry),
+        created=event.created,
+        target=event.target or None,
+    )
+
+
+def diff_to_wire(diff: Diff) -> v1.DiffResponse:
+    return v1.DiffResponse(
+        namespace=diff.namespace,
+        key=diff.key,
+        equal=diff.equal,
+        from_version=diff.from_version,
+        to_version=diff.to_version,
+        from_codec=diff.from_codec,
+        to_codec=diff.to_codec,
+        # msgspec, as REST uses: it writes YAML's dates and binary values as JSON can hold them.
+        patch_json="" if diff.patch is None else msgspec.json.encode(diff.patch).decode("utf-8"),
+        unified=diff.unified or "",
+    )
+
+
+def diff_from_wire(diff: v1.DiffResponse) -> Diff:
+    patch: list[dict[str, Any]] | None = msgspec.json.decode(diff.patch_json) if diff.patch_json else None
+    return Diff(
+        diff.namespace,
+        diff.key,
+        diff.from_version,
+        diff.to_version,
+        diff.from_codec,
+        diff.to_codec,
+        diff.equal,
+        patch,
+        diff.unified or None,
+    )
+
+
+def snapshot_to_wire(snap: Snapshot) -> v1.SnapshotResponse:
+    return v1.SnapshotResponse(
+        namespace=snap.namespace,
+        revision=snap.revision,
+        etag=snap.etag,
+        entries=[entry_to_wire(e) for e in snap.entries],
+    )
+
+
+def snapshot_from_wire(snap: v1.SnapshotResponse) -> Snapshot:
+    return Snapshot(snap.namespace, snap.revision, snap.etag, tuple(entry_from_wire(e) for e in snap.entries))
+
+
+def namespace_to_wire(info: NamespaceInfo) -> v1.NamespaceInfo:
+    return v1.NamespaceInfo(name=info.name, revision=info.revision, keys=info.keys, aliases=info.aliases)
+
+
+def namespace_from_wire(info: v1.NamespaceInfo) -> NamespaceInfo:
+    return NamespaceInfo(info.name, info.revision, info.keys, info.aliases)
+
+
+def codec_to_wire(codec: Codec) -> v1.Codec:
+    return v1.Codec(name=codec.name, media_type=codec.media_type, description=codec.description)
+
+
+def alias_to_wire(alias: Alias) -> v1.Alias:
+    return v1.Alias(
+        namespace=alias.namespace, alias=alias.alias, target=alias.target, revision=alias.revision
+    )
+
+
+def alias_from_wire(alias: v1.Alias | None) -> Alias:
+    if alias is None:
+        raise ValueError("a reply lacks its alias")
+    return Alias(alias.namespace, alias.alias, alias.target, alias.revision)
