@@ -1,0 +1,1 @@
+"""Pure logic of the cluster layer: the ring and the override table."""
