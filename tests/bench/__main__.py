@@ -1,0 +1,5 @@
+"""``python -m tests.bench --help``."""
+
+from ._run import main
+
+main()
