@@ -71,6 +71,21 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """REST GET/PUT throughput of a real node against etcd (when on PATH); see BENCHMARKS.md.
+
+    nox -s bench                         10 s per measurement
+    nox -s bench -- --quick              smoke run
+    nox -s bench -- --rounds 3 --json bench.json
+    nox -s bench -- --profile prof/      py-spy profiles of the peersync runs
+    """
+    session.install(".")
+    if any(arg.startswith("--profile") for arg in session.posargs):
+        session.install("py-spy")
+    session.run("python", "-m", "tests.bench", *session.posargs)
+
+
+@nox.session
 def proto(session: nox.Session) -> None:
     """Regenerate the gRPC code; fail on drift unless called with ``-- --write``."""
     if session.posargs not in ([], ["--write"]):
