@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import logging
 import math
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import unquote
@@ -43,6 +45,7 @@ JSON = "application/json"
 # -- encoding -----------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=8192)
 def _timestamp(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -151,9 +154,50 @@ def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
         raise InvalidArgument(f"request body is not valid JSON: {exc}", field="body") from exc
 
 
-def _is_json(request: Request[Any, Any, Any]) -> bool:
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
     return media == JSON or media.endswith("+json")
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """A PUT/POST on a key, as the service takes it."""
+
+    value: bytes
+    codec: str
+    mode: Mode
+    if_version: int | None
+    ttl: float | None
+
+
+def interpret_write(
+    body: bytes,
+    content_type: str,
+    if_match: str | None,
+    if_none_match: str | None,
+    *,
+    codec: str | None = None,
+    ttl: float | None = None,
+    mode: str | None = None,
+    if_version: int | None = None,
+) -> Write:
+    """What a write request asks for: a JSON body's fields (over the query's), or the raw body."""
+    if _is_json(content_type):
+        parsed: SetBody = _decode(_set_decoder, body)
+        value, value_codec = _value_from_body(parsed, parsed.codec or codec)
+        ttl = parsed.ttl if parsed.ttl is not None else ttl
+        mode_name = parsed.mode if mode is None else mode
+        expected = parsed.if_version if parsed.if_version is not None else if_version
+    else:
+        value, value_codec = body, codec or "raw"
+        mode_name = mode or "upsert"
+        expected = if_version
+    if ttl is not None and not math.isfinite(ttl):
+        raise InvalidArgument("ttl must be a finite number of seconds", field="ttl")
+    expected = conditional_version(if_match, expected)
+    if (if_none_match or "").strip() == "*":
+        mode_name = "create"
+    return Write(value, value_codec, Mode(mode_name), expected, ttl)
 
 
 def _value_from_body(parsed: SetBody, codec: str | None) -> tuple[bytes, str]:
@@ -192,8 +236,8 @@ def _parse_version_header(text: str, header: str) -> int:
     return int(text)
 
 
-def _conditional_version(request: Request[Any, Any, Any], body_version: int | None) -> int | None:
-    header = request.headers.get("if-match")
+def conditional_version(header: str | None, body_version: int | None) -> int | None:
+    """The version an If-Match header (or, without one, the request's if_version) requires."""
     if header is None:
         return body_version
     version = _parse_version_header(header, "If-Match")
@@ -297,30 +341,24 @@ async def put_key(
     mode: FromQuery[Literal["upsert", "create", "update"] | None] = None,
     if_version: FromQuery[int | None] = None,
 ) -> Response[bytes]:
-    body = await request.body()
-    if _is_json(request):
-        parsed: SetBody = _decode(_set_decoder, body)
-        value, value_codec = _value_from_body(parsed, parsed.codec or codec)
-        ttl = parsed.ttl if parsed.ttl is not None else ttl
-        mode_name = parsed.mode if mode is None else mode
-        expected = parsed.if_version if parsed.if_version is not None else if_version
-    else:
-        value, value_codec = body, codec or "raw"
-        mode_name = mode or "upsert"
-        expected = if_version
-    if ttl is not None and not math.isfinite(ttl):
-        raise InvalidArgument("ttl must be a finite number of seconds", field="ttl")
-    expected = _conditional_version(request, expected)
-    if request.headers.get("if-none-match", "").strip() == "*":
-        mode_name = "create"
+    write = interpret_write(
+        await request.body(),
+        request.headers.get("content-type", ""),
+        request.headers.get("if-match"),
+        request.headers.get("if-none-match"),
+        codec=codec,
+        ttl=ttl,
+        mode=mode,
+        if_version=if_version,
+    )
     entry, created = await _node(request).service.set(
         ns,
         _tail(request, ns, "keys", key),
-        value,
-        value_codec,
-        mode=Mode(mode_name),
-        if_version=expected,
-        ttl=ttl,
+        write.value,
+        write.codec,
+        mode=write.mode,
+        if_version=write.if_version,
+        ttl=write.ttl,
     )
     return _entry_response(request, entry, 201 if created else 200)
 
@@ -337,7 +375,7 @@ async def delete_key(
     key: FromPath[str],
     if_version: FromQuery[int | None] = None,
 ) -> Response[bytes]:
-    expected = _conditional_version(request, if_version)
+    expected = conditional_version(request.headers.get("if-match"), if_version)
     entry = await _node(request).service.delete(ns, _tail(request, ns, "keys", key), if_version=expected)
     return _json({"deleted": entry_json(entry)})
 
@@ -541,12 +579,14 @@ async def watch(
     )
 
 
-def create_app(node: Node) -> Litestar:
-    """The HTTP application over ``node``; the node is started and stopped by its owner."""
-    limits = node.config.limits
+def max_body(node: Node) -> int:
     # Room for a value at the limit in base64 inside a JSON body; anything larger is refused
     # with 413 before it is read whole.
-    max_body = limits.max_value_bytes * 4 // 3 + 64 * 1024
+    return node.config.limits.max_value_bytes * 4 // 3 + 64 * 1024
+
+
+def create_app(node: Node) -> Litestar:
+    """The HTTP application over ``node``; the node is started and stopped by its owner."""
     return Litestar(
         route_handlers=[
             get_key,
@@ -566,7 +606,7 @@ def create_app(node: Node) -> Litestar:
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         state=State({"node": node}),
-        request_max_body_size=max_body,
+        request_max_body_size=max_body(node),
         openapi_config=OpenAPIConfig(title="peersync", version="1", path="/schema"),
         debug=False,
     )

@@ -49,9 +49,10 @@ _REASON_FOR_STATUS = {
 }
 
 
-def problem(
+def problem_parts(
     reason: str, detail: str, *, field: str | None = None, extra: dict[str, Any] | None = None
-) -> Response[bytes]:
+) -> tuple[int, bytes, dict[str, str]]:
+    """Status, body and extra headers of a problem response."""
     status = HTTP_STATUS.get(reason, 500)
     body: dict[str, Any] = {
         "type": f"urn:peersync:problem:{reason}",
@@ -64,12 +65,12 @@ def problem(
         body["field"] = field
     if extra:
         body.update(extra)
-    headers = {"Retry-After": "1"} if status == 503 else None
-    return Response(msgspec.json.encode(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    headers = {"Retry-After": "1"} if status == 503 else {}
+    return status, msgspec.json.encode(body), headers
 
 
-def on_peersync_error(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    assert isinstance(exc, PeersyncError)
+def error_parts(exc: PeersyncError) -> tuple[int, bytes, dict[str, str]]:
+    """The problem response for one of our errors, with what the client needs to act on it."""
     extra: dict[str, Any] = {"retriable": exc.retriable}
     current = getattr(exc, "current", None)
     if current is not None:
@@ -78,7 +79,27 @@ def on_peersync_error(_: Request[Any, Any, Any], exc: Exception) -> Response[byt
     if floor is not None:
         extra["namespace"] = getattr(exc, "namespace", None)
         extra["floor"] = floor
-    return problem(exc.reason, exc.detail, field=exc.field, extra=extra)
+    for name in ("owner", "holder"):
+        value = getattr(exc, name, None)
+        if value is not None:
+            extra[name] = value
+    return problem_parts(exc.reason, exc.detail, field=exc.field, extra=extra)
+
+
+def _response(parts: tuple[int, bytes, dict[str, str]]) -> Response[bytes]:
+    status, body, headers = parts
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers or None)
+
+
+def problem(
+    reason: str, detail: str, *, field: str | None = None, extra: dict[str, Any] | None = None
+) -> Response[bytes]:
+    return _response(problem_parts(reason, detail, field=field, extra=extra))
+
+
+def on_peersync_error(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    assert isinstance(exc, PeersyncError)
+    return _response(error_parts(exc))
 
 
 def on_validation_error(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
@@ -115,4 +136,4 @@ EXCEPTION_HANDLERS = {
     Exception: on_unexpected_error,
 }
 
-__all__ = ["EXCEPTION_HANDLERS", "HTTP_STATUS", "PROBLEM_JSON", "problem"]
+__all__ = ["EXCEPTION_HANDLERS", "HTTP_STATUS", "PROBLEM_JSON", "error_parts", "problem", "problem_parts"]

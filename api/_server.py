@@ -14,8 +14,8 @@ from grpclib.server import Server as GrpcServer
 
 from peersync import Address, Node, NodeConfig
 
+from ._fastpath import create_asgi
 from ._grpc import grpc_handlers
-from ._http import create_app
 
 log = logging.getLogger("peersync")
 
@@ -54,7 +54,7 @@ class NodeServer:
         self.grpc_addr = Address(cfg.grpc_addr.host, _grpc_port(self._grpc, cfg.grpc_addr.port))
         self._http = _Uvicorn(
             uvicorn.Config(
-                create_app(self.node),
+                create_asgi(self.node),
                 log_level="warning",
                 access_log=False,
                 lifespan="on",
