@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peersync._overrides import (
@@ -19,6 +19,8 @@ from peersync._overrides import (
     unpin,
 )
 
+# Wall-clock limits would make these flaky on a loaded machine; pytest's timeout catches hangs.
+PROPERTY = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NAMESPACE_NAMES = ["a", "b", "c"]
 NODE_IDS = ["n1", "n2", "n3"]
 NAMESPACES = st.sampled_from(NAMESPACE_NAMES)
@@ -52,6 +54,7 @@ def expected_effective(entries: list[Override], namespace: str) -> Override | No
     return max((e for e in newest if not e.removed), key=lambda e: e.version, default=None)
 
 
+@PROPERTY
 @given(entries=st.lists(ENTRIES, min_size=1, max_size=30), data=st.data())
 def test_any_delivery_order_with_duplicates_converges(entries: list[Override], data: st.DataObject) -> None:
     duplicates = data.draw(st.lists(st.sampled_from(entries), max_size=10))
@@ -66,6 +69,7 @@ def test_any_delivery_order_with_duplicates_converges(entries: list[Override], d
     assert not any(table.merge(entry) for entry in delivered)
 
 
+@PROPERTY
 @given(entries=st.lists(ENTRIES, max_size=30), data=st.data())
 def test_grouping_does_not_matter(entries: list[Override], data: st.DataObject) -> None:
     # Nodes that each merged a part, then exchanged whole tables (anti-entropy), end up equal.
@@ -77,6 +81,7 @@ def test_grouping_does_not_matter(entries: list[Override], data: st.DataObject) 
     assert combined.digest() == table_of(entries).digest()
 
 
+@PROPERTY
 @given(left=st.lists(ENTRIES, max_size=8), right=st.lists(ENTRIES, max_size=8))
 def test_digest_tells_tables_apart(left: list[Override], right: list[Override]) -> None:
     a, b = table_of(left), table_of(right)
@@ -97,6 +102,7 @@ def test_every_field_feeds_the_digest() -> None:
     assert len(digests) == 1 + len(variants)
 
 
+@PROPERTY
 @given(entries=st.lists(ENTRIES, max_size=30, unique_by=lambda e: e.version))
 def test_effective_is_the_newest_live_slot(entries: list[Override]) -> None:
     table = table_of(entries)
@@ -121,6 +127,7 @@ def test_a_newer_tombstone_removes_and_an_older_one_does_not() -> None:
     assert table.namespaces() == []
 
 
+@PROPERTY
 @given(
     claim_clock=st.integers(0, 6),
     pin_clock=st.integers(0, 6),
@@ -179,6 +186,7 @@ OPS = st.tuples(
 )
 
 
+@PROPERTY
 @given(ops=st.lists(OPS, max_size=25), data=st.data())
 def test_concurrent_operators_converge(
     ops: list[tuple[str, str, str, str, bool]], data: st.DataObject
@@ -209,6 +217,7 @@ def test_concurrent_operators_converge(
     assert tables["a"].digest() == tables["b"].digest() == table_of(made).digest()
 
 
+@PROPERTY
 @given(entries=st.lists(ENTRIES, max_size=30), later=st.lists(ENTRIES, max_size=10), bound=st.integers(0, 6))
 def test_compact_drops_only_old_tombstones_and_changes_no_outcome(
     entries: list[Override], later: list[Override], bound: int

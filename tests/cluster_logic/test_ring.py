@@ -11,13 +11,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peersync._ring import VNODES, Ring
 
 REPO = Path(__file__).resolve().parents[2]
 
+# Wall-clock limits would make these flaky on a loaded machine; pytest's timeout catches hangs.
+# Fewer examples than Hypothesis' default: each builds rings, a few milliseconds apiece.
+PROPERTY = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MEMBER_IDS = st.text(min_size=1, max_size=12)
 MEMBER_SETS = st.sets(MEMBER_IDS, min_size=2, max_size=8)
 NAMESPACES = st.lists(st.text(max_size=20), min_size=1, max_size=50, unique=True)
@@ -82,6 +85,7 @@ def test_equality_follows_members() -> None:
     assert Ring(["a"]).version != Ring(["a", "b"]).version
 
 
+@PROPERTY
 @given(members=MEMBER_SETS, namespaces=NAMESPACES, data=st.data())
 def test_order_of_members_does_not_matter(
     members: set[str], namespaces: list[str], data: st.DataObject
@@ -93,7 +97,7 @@ def test_order_of_members_does_not_matter(
     assert [a.preference_list(ns, 3) for ns in namespaces] == [b.preference_list(ns, 3) for ns in namespaces]
 
 
-@settings(max_examples=25)
+@settings(PROPERTY, max_examples=25)
 @given(members=MEMBER_SETS, namespaces=NAMESPACES)
 def test_placement_follows_the_documented_rule(members: set[str], namespaces: list[str]) -> None:
     ring = Ring(members)
@@ -101,6 +105,7 @@ def test_placement_follows_the_documented_rule(members: set[str], namespaces: li
         assert ring.owner_of(ns) == reference_owner(sorted(members), ns)
 
 
+@PROPERTY
 @given(members=MEMBER_SETS, namespaces=NAMESPACES, n=st.integers(0, 10))
 def test_preference_list_shape(members: set[str], namespaces: list[str], n: int) -> None:
     ring = Ring(members)
@@ -115,6 +120,7 @@ def test_preference_list_shape(members: set[str], namespaces: list[str], n: int)
         assert ring.preference_list(ns, len(members))[: len(prefs)] == prefs
 
 
+@PROPERTY
 @given(members=MEMBER_SETS, namespaces=NAMESPACES, data=st.data())
 def test_removing_a_member_moves_only_its_namespaces(
     members: set[str], namespaces: list[str], data: st.DataObject
@@ -131,7 +137,7 @@ def test_removing_a_member_moves_only_its_namespaces(
         assert after.preference_list(ns, 2) == [m for m in before.preference_list(ns, 3) if m != gone][:2]
 
 
-@settings(max_examples=20)
+@settings(PROPERTY, max_examples=20)
 @given(members=MEMBER_SETS, newcomer=MEMBER_IDS)
 def test_adding_a_member_moves_about_one_nth_and_only_to_it(members: set[str], newcomer: str) -> None:
     members.discard(newcomer)
@@ -159,9 +165,14 @@ def test_shares_are_balanced() -> None:
     assert all(100 <= count <= 300 for count in shares.values()), shares
 
 
+# The child loads _ring.py by path: importing the peersync package would also import the whole node
+# (HTTP stack included) and make this the slowest test by far, for nothing the ring depends on.
 _CHILD = """
-import json, sys
-from peersync._ring import Ring
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("_ring", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+Ring = module.Ring
 job = json.load(sys.stdin)
 ring = Ring(job["members"])
 json.dump({"version": ring.version, "owners": [ring.preference_list(ns, 3) for ns in job["namespaces"]]},
@@ -177,10 +188,10 @@ def test_placement_does_not_depend_on_the_hash_seed() -> None:
     job = json.dumps({"members": members, "namespaces": namespaces})
     children = []
     for seed in ("1", "2"):
-        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "PYTHONHASHSEED": seed}
         children.append(
             subprocess.Popen(
-                [sys.executable, "-c", _CHILD],
+                [sys.executable, "-c", _CHILD, str(REPO / "peersync" / "_ring.py")],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
