@@ -441,6 +441,10 @@ class Store:
             raise InvalidArgument("an alias cannot point to itself", field="target")
 
         def apply(txn: _Txn) -> Alias:
+            # A name taken by a live key is refused as such first: that conflict holds whatever
+            # the aliases are, and a key is also the usual target of some alias.
+            if txn.entry(namespace, alias) is not None:
+                raise KeyExists(f"key {alias!r} exists in namespace {namespace!r}; an alias cannot shadow it")
             if txn.alias(namespace, target) is not None:
                 raise InvalidArgument(
                     f"target {target!r} is itself an alias; chains are not allowed", field="target"
@@ -450,8 +454,6 @@ class Store:
                 raise InvalidArgument(
                     f"alias {pointing[0]!r} points to {alias!r}; chains are not allowed", field="alias"
                 )
-            if txn.entry(namespace, alias) is not None:
-                raise KeyExists(f"key {alias!r} exists in namespace {namespace!r}; an alias cannot shadow it")
             event = txn.record(EventType.ALIAS_SET, namespace, alias, target=target)
             return Alias(namespace, alias, target, event.revision)
 

@@ -405,16 +405,19 @@ async def test_aliases_refuse_chains_shadowing_and_writes(store: Store) -> None:
     await store.set(NS, "target", b"v", "raw")
     await store.set(NS, "plain", b"v", "raw")
     await store.set_alias(NS, "short", "target")
+    await store.set_alias(NS, "early", "not-yet")  # aliases may point at keys still to come
     revision = store.revision(NS)
 
     with pytest.raises(InvalidArgument):
         await store.set_alias(NS, "longer", "short")  # would chain longer -> short -> target
     with pytest.raises(InvalidArgument):
-        await store.set_alias(NS, "target", "plain")  # would chain short -> target -> plain
+        await store.set_alias(NS, "not-yet", "plain")  # would chain early -> not-yet -> plain
     with pytest.raises(InvalidArgument):
         await store.set_alias(NS, "self", "self")
     with pytest.raises(KeyExists):
         await store.set_alias(NS, "plain", "target")  # an alias never shadows a key
+    with pytest.raises(KeyExists):
+        await store.set_alias(NS, "target", "plain")  # not even a key some alias points to
     with pytest.raises(KeyExists):
         await store.set(NS, "short", b"x", "raw")  # a write names the target, not the alias
     assert store.revision(NS) == revision
