@@ -68,9 +68,12 @@ async def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
 
 
 async def test_a_database_that_cannot_open_is_unavailable(tmp_path: Path) -> None:
-    backend = SqlBackend(SqlBackend.sqlite_url(tmp_path / "no-such-dir" / "store.sqlite"))
+    # Not a missing directory: aiosqlite then leaves its worker thread to report to a loop that
+    # may be closed by the time it runs, which pytest sees as an error of some later test.
+    path = tmp_path / "store.sqlite"
+    path.write_bytes(b"this is not a SQLite database" * 100)
     with pytest.raises(Unavailable) as unavailable:
-        await Store(backend).start()
+        await Store(SqlBackend(SqlBackend.sqlite_url(path))).start()
     assert unavailable.value.retriable
 
 
