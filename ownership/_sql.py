@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from contextlib import suppress
+from contextlib import AbstractAsyncContextManager, nullcontext, suppress
 from types import TracebackType
 from typing import Any, Self
 
@@ -77,7 +77,9 @@ class SqlOwnershipStore:
 
     A claim is one conditional statement, so concurrent claimers on one database, in one process
     or many, serialise on the row: exactly one of several claims expecting the same generation
-    wins. Every database or driver failure surfaces as OwnershipUnavailable.
+    wins. On SQLite the writes of one store object also queue behind each other in the event loop,
+    so only other processes' writes make them wait for the file's lock. Every database or driver
+    failure surfaces as OwnershipUnavailable.
     """
 
     def __init__(
@@ -102,6 +104,9 @@ class SqlOwnershipStore:
         # The same pool, but SQLite transactions opened through it take the write lock at BEGIN.
         self._write_engine: AsyncEngine | None = None
         self._lifecycle = asyncio.Lock()
+        # SQLite allows one writer per file; this store's own writes queue here instead of in
+        # SQLite's busy handler, whose sleeps grow to 100 ms and count against busy_timeout.
+        self._sqlite_writes = asyncio.Lock() if self._sqlite else None
 
     @staticmethod
     def sqlite_url(path: str | os.PathLike[str]) -> str:
@@ -181,6 +186,9 @@ class SqlOwnershipStore:
         finally:
             cursor.close()
 
+    def _writing(self) -> AbstractAsyncContextManager[object]:
+        return nullcontext() if self._sqlite_writes is None else self._sqlite_writes
+
     def _engines(self) -> tuple[AsyncEngine, AsyncEngine]:
         if self._engine is None or self._write_engine is None:
             raise OwnershipUnavailable("the ownership store is not started")
@@ -203,7 +211,7 @@ class SqlOwnershipStore:
             now = self._clock()
             statement = self._claim_statement(namespace, node_id, generation, expected, force, now)
             try:
-                async with writer.begin() as conn:
+                async with self._writing(), writer.begin() as conn:
                     if statement is not None:
                         row = (await conn.execute(statement)).first()
                         if row is not None:
@@ -266,7 +274,7 @@ class SqlOwnershipStore:
         if not force:
             statement = statement.where(_ownership.c.node_id == node_id)
         try:
-            async with writer.begin() as conn:
+            async with self._writing(), writer.begin() as conn:
                 removed = (await conn.execute(statement.returning(_ownership.c.namespace))).first()
         except (SQLAlchemyError, OSError) as exc:
             raise _unavailable(f"release namespace {namespace!r}", exc) from exc
