@@ -21,12 +21,15 @@ HTTP_STATUS: dict[str, int] = {
     "NOT_FOUND": 404,
     "METHOD_NOT_ALLOWED": 405,
     "KEY_EXISTS": 409,
+    "CLAIM_CONFLICT": 409,
     "COMPACTED": 410,
     "VERSION_MISMATCH": 412,
     "VALUE_TOO_LARGE": 413,
     "UNSUPPORTED_MEDIA_TYPE": 415,
     "INTERNAL": 500,
     "UNAVAILABLE": 503,
+    "NOT_OWNER": 503,
+    "OWNER_UNAVAILABLE": 503,
 }
 _TITLES = {
     "INVALID_ARGUMENT": "Invalid argument",
@@ -39,6 +42,9 @@ _TITLES = {
     "UNSUPPORTED_MEDIA_TYPE": "Unsupported media type",
     "INTERNAL": "Internal error",
     "UNAVAILABLE": "Unavailable",
+    "NOT_OWNER": "Not the owner",
+    "OWNER_UNAVAILABLE": "Owner unavailable",
+    "CLAIM_CONFLICT": "Claimed by another node",
 }
 # Framework errors (routing, body size) mapped onto the same reasons.
 _REASON_FOR_STATUS = {

@@ -2,11 +2,14 @@
 
 from ._backend import Backend, LoadedState, MemoryBackend, Prune
 from ._errors import (
+    ClaimConflict,
     ClientError,
     Compacted,
     InvalidArgument,
     KeyExists,
     NotFound,
+    NotOwner,
+    OwnerUnavailable,
     PeersyncError,
     ServerError,
     Unavailable,
@@ -20,6 +23,7 @@ from ._watch import Watch
 
 __all__ = [
     "Alias",
+    "ClaimConflict",
     "Backend",
     "ClientError",
     "Compacted",
@@ -33,6 +37,8 @@ __all__ = [
     "Mode",
     "NamespaceInfo",
     "NotFound",
+    "NotOwner",
+    "OwnerUnavailable",
     "Page",
     "PeersyncError",
     "Prune",

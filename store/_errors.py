@@ -12,9 +12,13 @@ whether retrying the same request may succeed; callers read ``retriable`` instea
     │   ├── NotFound                NOT_FOUND
     │   ├── KeyExists               KEY_EXISTS
     │   ├── VersionMismatch         VERSION_MISMATCH
-    │   └── Compacted               COMPACTED (a watch asked for history no longer retained)
+    │   ├── Compacted               COMPACTED (a watch asked for history no longer retained)
+    │   └── ClaimConflict           CLAIM_CONFLICT (another node holds the claim)
     └── ServerError                 peersync could not serve a valid request
         └── Unavailable             UNAVAILABLE (retriable)
+            ├── NotOwner            NOT_OWNER: a forwarded request reached a node that does not own
+            │                       the namespace (carries its view of the owner and ring version)
+            └── OwnerUnavailable    OWNER_UNAVAILABLE: the owner is down or unreachable
 """
 
 from __future__ import annotations
@@ -78,6 +82,16 @@ class Compacted(ClientError):
         self.floor = floor
 
 
+class ClaimConflict(ClientError):
+    """Another node holds the claim on a namespace; ``holder`` names it."""
+
+    reason = "CLAIM_CONFLICT"
+
+    def __init__(self, detail: str, *, holder: str | None) -> None:
+        super().__init__(detail)
+        self.holder = holder
+
+
 class ServerError(PeersyncError):
     fault: ClassVar[Fault] = "server"
 
@@ -85,3 +99,26 @@ class ServerError(PeersyncError):
 class Unavailable(ServerError):
     reason = "UNAVAILABLE"
     retriable = True
+
+
+class NotOwner(Unavailable):
+    """The receiving node does not own the namespace; ``owner`` is its view, ``ring_version`` its ring."""
+
+    reason = "NOT_OWNER"
+
+    def __init__(self, detail: str, *, owner: str | None, ring_version: str) -> None:
+        super().__init__(detail)
+        self.owner = owner
+        self.ring_version = ring_version
+
+
+class OwnerUnavailable(Unavailable):
+    """The namespace's owner is down or did not answer in time. ``applied_unknown`` is True when a
+    write was sent but its outcome is unknown (it may have been applied)."""
+
+    reason = "OWNER_UNAVAILABLE"
+
+    def __init__(self, detail: str, *, owner: str | None, applied_unknown: bool = False) -> None:
+        super().__init__(detail)
+        self.owner = owner
+        self.applied_unknown = applied_unknown
