@@ -1561,6 +1561,29 @@ class NodeStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def watch(
+        self,
+        message: "WatchRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "AsyncIterator[WatchResponse]":
+        """
+        Events of namespaces held by the receiver itself, never routed further: a node serving a
+        client's watch opens one of these to each owner of a watched namespace.
+        """
+
+        async for response in self._unary_stream(
+            "/peersync.v1.Node/Watch",
+            message,
+            WatchResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        ):
+            yield response
+
 
 class KvBase(betterproto2_grpclib.ServiceBase):
     """
@@ -1915,6 +1938,15 @@ class NodeBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def watch(self, message: "WatchRequest") -> "AsyncIterator[WatchResponse]":
+        """
+        Events of namespaces held by the receiver itself, never routed further: a node serving a
+        client's watch opens one of these to each owner of a watched namespace.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+        yield WatchResponse()
+
     async def __rpc_forward(self, stream: "grpclib.server.Stream[ForwardRequest, ForwardReply]") -> None:
         request = stream.__aiter__()
         await self._call_rpc_handler_server_stream(
@@ -1941,6 +1973,15 @@ class NodeBase(betterproto2_grpclib.ServiceBase):
         response = await self.unclaim(request)
         await stream.send_message(response)
 
+    async def __rpc_watch(self, stream: "grpclib.server.Stream[WatchRequest, WatchResponse]") -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        await self._call_rpc_handler_server_stream(
+            self.watch,
+            stream,
+            request,
+        )
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/peersync.v1.Node/Forward": grpclib.const.Handler(
@@ -1966,5 +2007,11 @@ class NodeBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 UnclaimRequest,
                 UnclaimReply,
+            ),
+            "/peersync.v1.Node/Watch": grpclib.const.Handler(
+                self.__rpc_watch,
+                grpclib.const.Cardinality.UNARY_STREAM,
+                WatchRequest,
+                WatchResponse,
             ),
         }
