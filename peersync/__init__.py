@@ -1,7 +1,8 @@
 """The peersync node: configuration, the service layer every API calls, and the CLI."""
 
+from ._address import Address
 from ._codecs import Codec, codec_for
-from ._config import Address, NodeConfig
+from ._config import NodeConfig
 from ._cursors import decode_positions, encode_positions
 from ._diff import Diff
 from ._limits import Limits

@@ -2,49 +2,20 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from store import StoreOptions
 
+from ._address import Address
+from ._cluster import ClusterOptions
 from ._limits import Limits
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str) -> Address:
-        """``HOST:PORT``, with IPv6 hosts in brackets (``[::1]:9090``)."""
-        host, sep, port_text = text.rpartition(":")
-        if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-            raise ValueError(f"{text!r} is not HOST:PORT")
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
-        elif ":" in host:
-            raise ValueError(f"{text!r}: write an IPv6 host in brackets, like [::1]:9090")
-        return cls(host, int(port_text))
-
-    @property
-    def is_loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True, kw_only=True)
 class NodeConfig:
-    http_addr: Address = Address("127.0.0.1", 8080)
-    grpc_addr: Address = Address("127.0.0.1", 9090)
+    http_addr: Address = Address("127.0.0.1", 8080)  # noqa: RUF009 - a frozen value
+    grpc_addr: Address = Address("127.0.0.1", 9090)  # noqa: RUF009 - a frozen value
     # Where the SQLite store lives (ignored by the memory and PostgreSQL stores).
     data_dir: Path = Path("peersync-data")
     # "memory" (nothing survives a restart), "sqlite" (a file in data_dir), or a PostgreSQL URL.
@@ -52,6 +23,10 @@ class NodeConfig:
     # SQLite synchronous mode: "full" survives power loss, "normal" only a crash of the process
     # (and is faster on slow disks). Either way an acknowledged write survives kill -9.
     sqlite_sync: str = "full"
+    # Where claims are kept: "sqlite" (a file in data_dir, the default), "memory" (the default with
+    # the memory store: claims do not survive a restart), or a postgresql:// URL the cluster shares.
+    ownership_store: str | None = None
+    cluster: ClusterOptions = field(default_factory=ClusterOptions)
     limits: Limits = field(default_factory=Limits)
     store_options: StoreOptions = field(default_factory=StoreOptions)
     # Seconds between SSE/stream heartbeats on an idle watch; bounds how long a dead client
@@ -68,6 +43,11 @@ class NodeConfig:
             self.store in ("memory", "sqlite") or self.store.startswith(("postgresql://", "postgres://"))
         ):
             raise ValueError(f"store must be memory, sqlite or a postgresql:// URL, not {self.store!r}")
+        own = self.ownership_store
+        if own is not None and not (
+            own in ("memory", "sqlite") or own.startswith(("postgresql://", "postgres://"))
+        ):
+            raise ValueError(f"ownership store must be memory, sqlite or a postgresql:// URL, not {own!r}")
         if self.sqlite_sync not in ("full", "normal"):
             raise ValueError("sqlite_sync must be full or normal")
         if self.watch_heartbeat_interval <= 0 or self.sse_retry <= 0:

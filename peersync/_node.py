@@ -1,4 +1,4 @@
-"""A node: the store chosen by the configuration and the service over it."""
+"""A node: its store, its place in the cluster, and the service over both."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import logging
 import os
 from typing import IO
 
+from ownership import MemoryOwnershipStore, OwnershipStore, SqlOwnershipStore
 from store import Backend, MemoryBackend, SqlBackend, Store, Unavailable
 
+from ._address import Address
+from ._cluster import Cluster
 from ._config import NodeConfig
 from ._service import Service
 
@@ -16,12 +19,14 @@ log = logging.getLogger(__name__)
 
 
 class Node:
-    """Owns the store's lifecycle. ``service`` is usable between ``start()`` and ``stop()``."""
+    """Owns the store's and the cluster membership's lifecycles. ``service`` and ``cluster`` are
+    usable between ``start()`` and ``stop()``."""
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self._lock: IO[str] | None = None
         self._store: Store | None = None
+        self._cluster: Cluster | None = None
         self._service: Service | None = None
 
     @property
@@ -30,11 +35,31 @@ class Node:
             raise Unavailable("the node is not running")
         return self._service
 
-    async def start(self) -> None:
-        store = Store(self._backend(), self.config.store_options)
+    @property
+    def cluster(self) -> Cluster:
+        if self._cluster is None:
+            raise Unavailable("the node is not running")
+        return self._cluster
+
+    async def start(self, grpc_addr: Address | None = None, http_addr: Address | None = None) -> None:
+        """Open the store, load this node's claims and join the cluster, then serve. The addresses
+        are the ones peers and clients reach this node at (the configured ones by default)."""
+        cfg = self.config
+        store = Store(self._backend(), cfg.store_options)
         await store.start()
-        self._store = store
-        self._service = Service(store, self.config.limits)
+        cluster = Cluster(
+            cfg.cluster,
+            self._ownership(),
+            grpc_addr=str(grpc_addr or cfg.grpc_addr),
+            http_addr=str(http_addr or cfg.http_addr),
+        )
+        try:
+            await cluster.start()
+        except BaseException:
+            await store.stop()
+            raise
+        self._store, self._cluster = store, cluster
+        self._service = Service(store, cfg.limits, cluster)
 
     def end_watches(self) -> None:
         """End every open watch now; their clients resume elsewhere or after a restart."""
@@ -42,9 +67,14 @@ class Node:
             self._store.end_watches()
 
     async def stop(self) -> None:
+        """Leave the cluster (peers hear it at once), then close the store."""
+        if self._service is not None:
+            await self._service.close()
+        if self._cluster is not None:
+            await self._cluster.stop()
         if self._store is not None:
             await self._store.stop()
-        self._store = self._service = None
+        self._store = self._service = self._cluster = None
         if self._lock is not None:
             self._lock.close()
             self._lock = None
@@ -63,9 +93,20 @@ class Node:
         if cfg.store == "sqlite":
             cfg.data_dir.mkdir(parents=True, exist_ok=True)
             self._lock_data_dir()
-            path = cfg.data_dir / "store.sqlite3"
-            return SqlBackend(f"sqlite+aiosqlite:///{path}", synchronous=cfg.sqlite_sync.upper())
+            return SqlBackend(
+                SqlBackend.sqlite_url(cfg.data_dir / "store.sqlite3"), synchronous=cfg.sqlite_sync.upper()
+            )
         return SqlBackend(cfg.store)
+
+    def _ownership(self) -> OwnershipStore:
+        cfg = self.config
+        kind = cfg.ownership_store or ("memory" if cfg.store == "memory" else "sqlite")
+        if kind == "memory":
+            return MemoryOwnershipStore()
+        if kind == "sqlite":
+            cfg.data_dir.mkdir(parents=True, exist_ok=True)
+            return SqlOwnershipStore(SqlOwnershipStore.sqlite_url(cfg.data_dir / "ownership.sqlite3"))
+        return SqlOwnershipStore(kind)
 
     def _lock_data_dir(self) -> None:
         """Refuse to share a data directory with another running node: two writers would

@@ -1,20 +1,55 @@
-"""The service layer: every operation REST, gRPC and the CLI offer, checked and carried out.
+"""The service layer: every operation REST, gRPC and the CLI offer, checked, routed and carried out.
 
 Both APIs are thin translations onto this class; it holds the rules (limits, codecs, cursors) so
-that the two cannot drift apart. Every method raises only :class:`store.PeersyncError` subclasses.
+that the two cannot drift apart. In a cluster it also routes: an operation on a namespace this node
+does not own is forwarded to the owner, at most once. Every method raises only
+:class:`store.PeersyncError` subclasses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from store import Alias, Entry, InvalidArgument, Mode, NamespaceInfo, Snapshot, Store, Watch
+from store import (
+    Alias,
+    Entry,
+    InvalidArgument,
+    Mode,
+    NamespaceInfo,
+    NotOwner,
+    OwnerUnavailable,
+    PeersyncError,
+    Snapshot,
+    Store,
+    Watch,
+)
 
+from . import v1
 from ._codecs import Codec, all_codecs, check_value
 from ._cursors import decode_cursor, encode_cursor
 from ._diff import Diff, diff_entries
+from ._forwarding import FORWARDED, REQUEST_ID, Forwarder, LinkDown, error_from_failure, which
 from ._limits import Limits
+from ._wire import (
+    alias_from_wire,
+    diff_from_wire,
+    entry_from_wire,
+    namespace_from_wire,
+    snapshot_from_wire,
+)
+
+if TYPE_CHECKING:
+    from ._cluster import Cluster
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_MODES = {Mode.UPSERT: v1.Mode.UPSERT, Mode.CREATE: v1.Mode.CREATE, Mode.UPDATE: v1.Mode.UPDATE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,15 +65,35 @@ class NamespacePage:
 
 
 class Service:
-    """Operations on one node's store. Safe to call concurrently from the event loop."""
+    """Operations on the cluster's namespaces, served by this node or forwarded to their owner.
+    Safe to call concurrently from the event loop. Without a cluster it serves its store alone."""
 
-    def __init__(self, store: Store, limits: Limits | None = None) -> None:
+    def __init__(self, store: Store, limits: Limits | None = None, cluster: Cluster | None = None) -> None:
         self.store = store
         self.limits = limits or Limits()
+        self.cluster = cluster
+        self.forwarder = (
+            Forwarder(cluster.address_of, connect_timeout=cluster.options.connect_timeout)
+            if cluster
+            else None
+        )
+
+    async def close(self) -> None:
+        if self.forwarder is not None:
+            await self.forwarder.close()
+
+    # -- keys ------------------------------------------------------------------------------------
 
     async def get(self, namespace: str, key: str) -> Entry:
         lim = self.limits
-        return await self.store.get(lim.namespace(namespace), lim.key(key))
+        lim.namespace(namespace)
+        lim.key(key)
+        return await self._routed(
+            namespace,
+            lambda: self.store.get(namespace, key),
+            lambda: v1.ForwardRequest(get=v1.GetRequest(namespace=namespace, key=key)),
+            lambda r: entry_from_wire(r.entry),
+        )
 
     async def set(
         self,
@@ -58,100 +113,250 @@ class Service:
         lim.value(value)
         lim.version(if_version, "if_version")
         check_value(codec, value)
-        return await self.store.set(
-            namespace, key, value, codec, mode=mode, expected_version=if_version, ttl=lim.ttl(ttl)
+        ttl = lim.ttl(ttl)
+        return await self._routed(
+            namespace,
+            lambda: self.store.set(
+                namespace, key, value, codec, mode=mode, expected_version=if_version, ttl=ttl
+            ),
+            lambda: v1.ForwardRequest(
+                set=v1.SetRequest(
+                    namespace=namespace,
+                    key=key,
+                    value=value,
+                    codec=codec,
+                    ttl_seconds=ttl,
+                    mode=_MODES[mode],
+                    if_version=if_version,
+                )
+            ),
+            lambda r: (entry_from_wire(r.entry), r.created),
+            write=True,
         )
 
     async def delete(self, namespace: str, key: str, *, if_version: int | None = None) -> Entry:
         lim = self.limits
+        lim.namespace(namespace)
+        lim.key(key)
         lim.version(if_version, "if_version")
-        return await self.store.delete(lim.namespace(namespace), lim.key(key), expected_version=if_version)
+        return await self._routed(
+            namespace,
+            lambda: self.store.delete(namespace, key, expected_version=if_version),
+            lambda: v1.ForwardRequest(
+                delete=v1.DeleteRequest(namespace=namespace, key=key, if_version=if_version)
+            ),
+            lambda r: entry_from_wire(r.entry),
+            write=True,
+        )
 
     async def list_keys(
         self, namespace: str, prefix: str = "", *, limit: int | None = None, cursor: str | None = None
     ) -> EntryPage:
         lim = self.limits
-        page = await self.store.list(
-            lim.namespace(namespace),
-            lim.prefix(prefix),
-            after=decode_cursor("k", cursor),
-            limit=lim.list_limit(limit),
-        )
-        return EntryPage(
-            page.entries, None if page.next_after is None else encode_cursor("k", page.next_after)
+        lim.namespace(namespace)
+        lim.prefix(prefix)
+        after = decode_cursor("k", cursor)
+        limit = lim.list_limit(limit)
+
+        async def local() -> EntryPage:
+            page = await self.store.list(namespace, prefix, after=after, limit=limit)
+            return EntryPage(
+                page.entries, None if page.next_after is None else encode_cursor("k", page.next_after)
+            )
+
+        return await self._routed(
+            namespace,
+            local,
+            lambda: v1.ForwardRequest(
+                list=v1.ListRequest(namespace=namespace, prefix=prefix, limit=limit, cursor=cursor or "")
+            ),
+            lambda r: EntryPage(tuple(entry_from_wire(e) for e in r.entries), r.next_cursor or None),
         )
 
     async def delete_prefix(self, namespace: str, prefix: str) -> int:
         lim = self.limits
-        return await self.store.delete_prefix(lim.namespace(namespace), lim.prefix(prefix))
+        lim.namespace(namespace)
+        lim.prefix(prefix)
+        return await self._routed(
+            namespace,
+            lambda: self.store.delete_prefix(namespace, prefix),
+            lambda: v1.ForwardRequest(
+                delete_prefix=v1.DeletePrefixRequest(namespace=namespace, prefix=prefix)
+            ),
+            lambda r: int(r.deleted),
+            write=True,
+        )
 
     async def versions(
         self, namespace: str, key: str, *, limit: int | None = None, cursor: str | None = None
     ) -> EntryPage:
         """Retained versions of a key, newest first."""
         lim = self.limits
+        lim.namespace(namespace)
+        lim.key(key)
         limit = lim.list_limit(limit)
-        before_text = decode_cursor("v", cursor)
-        before = _int_from_cursor(before_text)
-        found = await self.store.versions(
-            lim.namespace(namespace), lim.key(key), before=before, limit=limit + 1
+        before = _int_from_cursor(decode_cursor("v", cursor))
+
+        async def local() -> EntryPage:
+            found = await self.store.versions(namespace, key, before=before, limit=limit + 1)
+            more = len(found) > limit
+            found = found[:limit]
+            return EntryPage(tuple(found), encode_cursor("v", str(found[-1].version)) if more else None)
+
+        return await self._routed(
+            namespace,
+            local,
+            lambda: v1.ForwardRequest(
+                get_versions=v1.GetVersionsRequest(
+                    namespace=namespace, key=key, limit=limit, cursor=cursor or ""
+                )
+            ),
+            lambda r: EntryPage(tuple(entry_from_wire(e) for e in r.entries), r.next_cursor or None),
         )
-        more = len(found) > limit
-        found = found[:limit]
-        next_cursor = encode_cursor("v", str(found[-1].version)) if more else None
-        return EntryPage(tuple(found), next_cursor)
 
     async def version(self, namespace: str, key: str, version: int) -> Entry:
         lim = self.limits
+        lim.namespace(namespace)
+        lim.key(key)
         lim.version(version, "version")
-        return await self.store.version(lim.namespace(namespace), lim.key(key), version)
+        return await self._routed(
+            namespace,
+            lambda: self.store.version(namespace, key, version),
+            lambda: v1.ForwardRequest(
+                get_versions=v1.GetVersionsRequest(namespace=namespace, key=key, version=version)
+            ),
+            lambda r: entry_from_wire(r.entries[0] if r.entries else None),
+        )
 
     async def diff(self, namespace: str, key: str, from_version: int, to_version: int | None = None) -> Diff:
         """How ``key`` changed from one retained version to another (the current one by default)."""
-        old = await self.version(namespace, key, from_version)
-        new = await (
-            self.get_direct(namespace, key)
-            if to_version is None
-            else self.version(namespace, key, to_version)
-        )
-        return diff_entries(old, new)
-
-    async def get_direct(self, namespace: str, key: str) -> Entry:
         lim = self.limits
-        return await self.store.get_direct(lim.namespace(namespace), lim.key(key))
+        lim.namespace(namespace)
+        lim.key(key)
+        lim.version(from_version, "v1")
+        lim.version(to_version, "v2")
+
+        async def local() -> Diff:
+            old = await self.store.version(namespace, key, from_version)
+            new = await (
+                self.store.get_direct(namespace, key)
+                if to_version is None
+                else self.store.version(namespace, key, to_version)
+            )
+            return diff_entries(old, new)
+
+        return await self._routed(
+            namespace,
+            local,
+            lambda: v1.ForwardRequest(
+                diff=v1.DiffRequest(
+                    namespace=namespace, key=key, from_version=from_version, to_version=to_version
+                )
+            ),
+            diff_from_wire,
+        )
 
     async def snapshot(self, namespace: str) -> Snapshot:
-        return await self.store.snapshot(self.limits.namespace(namespace))
+        self.limits.namespace(namespace)
+        return await self._routed(
+            namespace,
+            lambda: self.store.snapshot(namespace),
+            lambda: v1.ForwardRequest(snapshot=v1.SnapshotRequest(namespace=namespace)),
+            snapshot_from_wire,
+        )
+
+    # -- aliases ---------------------------------------------------------------------------------
 
     async def set_alias(self, namespace: str, alias: str, target: str) -> Alias:
         lim = self.limits
-        return await self.store.set_alias(
-            lim.namespace(namespace), lim.key(alias, "alias"), lim.key(target, "target")
+        lim.namespace(namespace)
+        lim.key(alias, "alias")
+        lim.key(target, "target")
+        return await self._routed(
+            namespace,
+            lambda: self.store.set_alias(namespace, alias, target),
+            lambda: v1.ForwardRequest(
+                set_alias=v1.SetAliasRequest(namespace=namespace, alias=alias, target=target)
+            ),
+            lambda r: alias_from_wire(r.alias),
+            write=True,
         )
 
     async def get_alias(self, namespace: str, alias: str) -> Alias:
         lim = self.limits
-        return await self.store.get_alias(lim.namespace(namespace), lim.key(alias, "alias"))
+        lim.namespace(namespace)
+        lim.key(alias, "alias")
+        return await self._routed(
+            namespace,
+            lambda: self.store.get_alias(namespace, alias),
+            lambda: v1.ForwardRequest(get_alias=v1.GetAliasRequest(namespace=namespace, alias=alias)),
+            lambda r: alias_from_wire(r.alias),
+        )
 
     async def delete_alias(self, namespace: str, alias: str) -> None:
         lim = self.limits
-        await self.store.delete_alias(lim.namespace(namespace), lim.key(alias, "alias"))
+        lim.namespace(namespace)
+        lim.key(alias, "alias")
+        await self._routed(
+            namespace,
+            lambda: self.store.delete_alias(namespace, alias),
+            lambda: v1.ForwardRequest(delete_alias=v1.DeleteAliasRequest(namespace=namespace, alias=alias)),
+            lambda r: None,
+            write=True,
+        )
 
     async def list_aliases(self, namespace: str) -> list[Alias]:
-        return await self.store.list_aliases(self.limits.namespace(namespace))
+        self.limits.namespace(namespace)
+        return await self._routed(
+            namespace,
+            lambda: self.store.list_aliases(namespace),
+            lambda: v1.ForwardRequest(list_aliases=v1.ListAliasesRequest(namespace=namespace)),
+            lambda r: [alias_from_wire(a) for a in r.aliases],
+        )
+
+    # -- cluster-wide ----------------------------------------------------------------------------
 
     async def namespaces(
-        self, prefix: str = "", *, limit: int | None = None, cursor: str | None = None
+        self, prefix: str = "", *, limit: int | None = None, cursor: str | None = None, local: bool = False
     ) -> NamespacePage:
+        """Namespaces holding keys or aliases anywhere in the cluster, merged from every member
+        (only those this node holds itself with ``local``)."""
         lim = self.limits
         if prefix:
             # A prefix of a valid name is itself a valid name.
             lim.namespace(prefix, "prefix")
         limit = lim.list_limit(limit)
-        found = await self.store.namespaces(prefix, after=decode_cursor("n", cursor), limit=limit + 1)
+        after = decode_cursor("n", cursor)
+        cluster = self.cluster
+        if local or cluster is None or FORWARDED.get() is not None or len(cluster.ring.members) == 1:
+            found = await self.store.namespaces(prefix, after=after, limit=limit + 1)
+        else:
+            found = await self._namespaces_everywhere(cluster, prefix, after, cursor, limit + 1)
         more = len(found) > limit
         found = found[:limit]
         return NamespacePage(tuple(found), encode_cursor("n", found[-1].name) if more else None)
+
+    async def _namespaces_everywhere(
+        self, cluster: Cluster, prefix: str, after: str | None, cursor: str | None, limit: int
+    ) -> list[NamespaceInfo]:
+        async def from_member(member: str) -> list[NamespaceInfo]:
+            if member == cluster.node_id:
+                return await self.store.namespaces(prefix, after=after, limit=limit)
+            request = v1.ForwardRequest(
+                local_namespaces=v1.ListNamespacesRequest(prefix=prefix, limit=limit, cursor=cursor or "")
+            )
+            reply = await self._forward(member, request, write=False)
+            return [namespace_from_wire(n) for n in reply.namespaces]
+
+        members = cluster.ring.members
+        answers = await asyncio.gather(*(from_member(m) for m in members))
+        merged: dict[str, NamespaceInfo] = {}
+        for member, infos in zip(members, answers, strict=True):
+            for info in infos:
+                # A namespace held on two nodes (its owner moved) is reported as its owner holds it.
+                if info.name not in merged or cluster.placement(info.name).owner == member:
+                    merged[info.name] = info
+        return [merged[name] for name in sorted(merged)][:limit]
 
     def codecs(self) -> list[Codec]:
         return all_codecs()
@@ -168,6 +373,95 @@ class Service:
                 self.limits.namespace(ns, "start")
                 self.limits.version(revision, "start")
         return self.store.watch(namespaces, prefixes, start)
+
+    # -- routing ---------------------------------------------------------------------------------
+
+    async def _routed(
+        self,
+        namespace: str,
+        local: Callable[[], Awaitable[T]],
+        request: Callable[[], v1.ForwardRequest],
+        parse: Callable[[Any], T],
+        *,
+        write: bool = False,
+    ) -> T:
+        """Serve ``local()`` if this node owns ``namespace``, else forward ``request()`` to the owner
+        and ``parse`` its reply. A forwarded write is retried only when it provably did not apply."""
+        cluster = self.cluster
+        if cluster is None:
+            return await local()
+        place = cluster.placement(namespace)
+        if place.owner == cluster.node_id:
+            return await local()
+        if FORWARDED.get() is not None:
+            # At most one hop: say who we think owns it, and let the sender reconcile and retry.
+            raise NotOwner(
+                f"node {cluster.node_id!r} does not own namespace {namespace!r} "
+                f"(its owner here: {place.owner!r})",
+                owner=place.owner,
+                ring_version=cluster.ring_version,
+            )
+        tried: str | None = None
+        while True:
+            owner = place.owner
+            if owner == cluster.node_id:
+                return await local()
+            if owner is None or not place.available:
+                raise OwnerUnavailable(
+                    f"namespace {namespace!r} belongs to {owner!r} by {place.source}, "
+                    "and that node is not up",
+                    owner=owner,
+                )
+            try:
+                reply = await self._forward(owner, request(), write=write)
+            except NotOwner as exc:
+                if tried is not None:
+                    raise
+                # It did not apply. Make our view agree with the receiver's, then try once more.
+                tried = owner
+                await self._reconcile(owner)
+                place = cluster.placement(namespace)
+                if place.owner == owner and exc.owner not in (None, owner):
+                    place = cluster.placement_at(namespace, exc.owner)
+                continue
+            return parse(reply)
+
+    async def _forward(self, owner: str, request: v1.ForwardRequest, *, write: bool) -> Any:
+        """Send ``request`` to ``owner`` and return the inner reply, or raise the error it reported."""
+        assert self.cluster is not None
+        assert self.forwarder is not None
+        request.caller = v1.Caller(request_id=REQUEST_ID.get() or "", origin=self.cluster.node_id)
+        request.ring_version = self.cluster.ring_version
+        timeout = self.cluster.options.forward_timeout
+        try:
+            reply = await self.forwarder.call(owner, request, timeout)
+        except LinkDown as exc:
+            raise OwnerUnavailable(
+                f"the owner {owner!r} is unreachable: {exc}"
+                + ("; the write may or may not have been applied" if write and exc.sent else ""),
+                owner=owner,
+                applied_unknown=write and exc.sent,
+            ) from exc
+        except TimeoutError as exc:
+            raise OwnerUnavailable(
+                f"the owner {owner!r} did not answer within {timeout:g}s"
+                + ("; the write may or may not have been applied" if write else ""),
+                owner=owner,
+                applied_unknown=write,
+            ) from exc
+        name, value = which(reply, "result")
+        if name == "failure":
+            raise error_from_failure(value)  # type: ignore[arg-type]
+        if not name:
+            raise OwnerUnavailable(f"the owner {owner!r} sent an empty reply", owner=owner)
+        return value
+
+    async def _reconcile(self, peer: str) -> None:
+        assert self.cluster is not None
+        try:
+            await self.cluster.pull_state(peer)
+        except PeersyncError as exc:
+            log.info("could not reconcile with %s: %s", peer, exc.detail)
 
 
 def _int_from_cursor(text: str | None) -> int | None:

@@ -11,6 +11,9 @@ import contextlib
 import json
 import logging
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,12 +24,17 @@ from grpclib.client import Channel
 
 from store import StoreOptions
 
-from ._config import Address, NodeConfig
+from ._address import Address
+from ._cluster import ClusterOptions
+from ._config import NodeConfig
 from ._limits import Limits
+from ._membership import MembershipOptions
 
 T = TypeVar("T")
 
 _defaults = NodeConfig()
+_cluster_defaults = ClusterOptions()
+_membership_defaults = MembershipOptions()
 _limit_defaults = Limits()
 _store_defaults = StoreOptions()
 
@@ -124,6 +132,58 @@ def main() -> None:
     **_env("WATCH_HEARTBEAT_INTERVAL"),
 )
 @click.option(
+    "--node-id",
+    default=_cluster_defaults.node_id,
+    help="Stable id of this node in the cluster (required with --redis-url).",
+    **_env("NODE_ID"),
+)
+@click.option(
+    "--redis-url",
+    default=None,
+    help="Redis for gossip; makes the node a cluster member.",
+    **_env("REDIS_URL"),
+)
+@click.option(
+    "--cluster", "cluster_name", default=_cluster_defaults.name, help="Cluster name.", **_env("CLUSTER")
+)
+@click.option(
+    "--cluster-secret", default=None, help="Sign gossip with this secret (HMAC).", **_env("CLUSTER_SECRET")
+)
+@click.option(
+    "--ownership-store",
+    default=None,
+    help="Where claims live: sqlite (default), memory, or a postgresql:// URL shared by the cluster.",
+    **_env("OWNERSHIP_STORE"),
+)
+@click.option(
+    "--heartbeat-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_membership_defaults.heartbeat_interval,
+    help="Seconds between gossip heartbeats.",
+    **_env("HEARTBEAT_INTERVAL"),
+)
+@click.option(
+    "--suspect-after",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_membership_defaults.suspect_after,
+    help="Seconds of silence before a member is suspected.",
+    **_env("SUSPECT_AFTER"),
+)
+@click.option(
+    "--dead-after",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_membership_defaults.dead_after,
+    help="Seconds a suspect has to refute before it is dead.",
+    **_env("DEAD_AFTER"),
+)
+@click.option(
+    "--forward-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_cluster_defaults.forward_timeout,
+    help="Deadline of a request forwarded to an owner.",
+    **_env("FORWARD_TIMEOUT"),
+)
+@click.option(
     "--allow-insecure-bind",
     is_flag=True,
     default=False,
@@ -150,6 +210,15 @@ def serve(
     history_limit: int,
     log_retention: int,
     watch_heartbeat_interval: float,
+    node_id: str,
+    redis_url: str | None,
+    cluster_name: str,
+    cluster_secret: str | None,
+    ownership_store: str | None,
+    heartbeat_interval: float,
+    suspect_after: float,
+    dead_after: float,
+    forward_timeout: float,
     allow_insecure_bind: bool,
     log_level: str,
 ) -> None:
@@ -174,8 +243,21 @@ def serve(
             ),
             store_options=StoreOptions(history_limit=history_limit, log_retention=log_retention),
             watch_heartbeat_interval=watch_heartbeat_interval,
+            ownership_store=ownership_store,
+            cluster=ClusterOptions(
+                node_id=node_id,
+                redis_url=redis_url,
+                name=cluster_name,
+                secret=cluster_secret,
+                membership=MembershipOptions(
+                    heartbeat_interval=heartbeat_interval, suspect_after=suspect_after, dead_after=dead_after
+                ),
+                forward_timeout=forward_timeout,
+            ),
             allow_insecure_bind=allow_insecure_bind,
         )
+        if redis_url and node_id == _cluster_defaults.node_id:
+            raise ValueError("a cluster member needs a stable --node-id (PEERSYNC_NODE_ID)")
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     # The CLI is the composition root: the only place in this package that reaches up to the API.
@@ -402,3 +484,141 @@ def kv_watch(namespaces: tuple[str, ...], prefixes: tuple[str, ...], after: int 
 
     with contextlib.suppress(KeyboardInterrupt):
         _call(server, follow)
+
+
+# -- admin: the cluster over a node's REST admin API -----------------------------------------------
+
+_http_option = click.option(
+    "--http-server", default=str(_defaults.http_addr), help="HTTP address of a node.", **_env("HTTP_SERVER")
+)
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+
+
+def _admin(server: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """Call a node's admin API; exits with the problem's reason on an error answer."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"http://{Address.parse(server)}{path}",
+        data=data,
+        method=method,
+        headers={"content-type": "application/json", "accept": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            problem = json.loads(exc.read())
+            click.echo(f"error: {problem.get('reason')}: {problem.get('detail')}", err=True)
+        except ValueError:
+            click.echo(f"error: HTTP {exc.code}", err=True)
+        sys.exit(1)
+    except (urllib.error.URLError, OSError) as exc:
+        click.echo(f"error: cannot reach {server}: {exc}", err=True)
+        sys.exit(1)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    widths = {c: max([len(c), *(len(str(r.get(c, ""))) for r in rows)]) for c in columns}
+    click.echo("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
+    for row in rows:
+        click.echo("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns).rstrip())
+
+
+@main.command()
+@_http_option
+@_json_option
+def members(http_server: str, as_json: bool) -> None:
+    """Members of the cluster as the node sees them."""
+    answer = _admin(http_server, "GET", "/v1/cluster/members")
+    if as_json:
+        click.echo(json.dumps(answer))
+    else:
+        _table(answer["members"], ["id", "state", "grpc_addr", "http_addr", "incarnation"])
+
+
+@main.command()
+@click.argument("namespaces", nargs=-1)
+@click.option("--prefix", default=None, help="Also every namespace of the cluster with this prefix.")
+@_http_option
+@_json_option
+def ring(namespaces: tuple[str, ...], prefix: str | None, http_server: str, as_json: bool) -> None:
+    """The ring: its version and members, owners of NAMESPACES, and the overrides."""
+    query = urllib.parse.urlencode(
+        {
+            **({"namespaces": ",".join(namespaces)} if namespaces else {}),
+            **({"prefix": prefix} if prefix else {}),
+        }
+    )
+    answer = _admin(http_server, "GET", f"/v1/cluster/ring?{query}")
+    if as_json:
+        click.echo(json.dumps(answer))
+        return
+    click.echo(f"ring {answer['ring_version']}: {', '.join(answer['members'])}")
+    if answer["owners"]:
+        _table(answer["owners"], ["namespace", "owner", "source", "available"])
+    if answer["overrides"]:
+        click.echo("overrides:")
+        _table(answer["overrides"], ["namespace", "kind", "node", "clock", "origin"])
+
+
+@main.command()
+@click.argument("namespace")
+@_http_option
+@_json_option
+def owner(namespace: str, http_server: str, as_json: bool) -> None:
+    """Who owns NAMESPACE, and whether by ring, claim or pin."""
+    answer = _admin(http_server, "GET", f"/v1/cluster/owner/{urllib.parse.quote(namespace, safe='')}")
+    if as_json:
+        click.echo(json.dumps(answer))
+    else:
+        state = "" if answer["available"] else " (not available)"
+        click.echo(f"{answer['namespace']}: {answer['owner']} by {answer['source']}{state}")
+
+
+@main.command()
+@click.argument("namespace")
+@click.option("--node", default=None, help="The node to own it (the node asked, by default).")
+@click.option("--force", is_flag=True, help="Take it over from another node's claim.")
+@_http_option
+@_json_option
+def claim(namespace: str, node: str | None, force: bool, http_server: str, as_json: bool) -> None:
+    """Claim NAMESPACE for a node: it stays that node's across restarts."""
+    body: dict[str, Any] = {"force": force, **({"node": node} if node else {})}
+    answer = _admin(http_server, "PUT", f"/v1/cluster/claims/{urllib.parse.quote(namespace, safe='')}", body)
+    click.echo(json.dumps(answer) if as_json else f"{namespace} claimed by {answer['node']}")
+
+
+@main.command()
+@click.argument("namespace")
+@click.option("--force", is_flag=True, help="Remove it even if its holder is down.")
+@_http_option
+@_json_option
+def unclaim(namespace: str, force: bool, http_server: str, as_json: bool) -> None:
+    """Remove the claim on NAMESPACE."""
+    path = f"/v1/cluster/claims/{urllib.parse.quote(namespace, safe='')}" + ("?force=true" if force else "")
+    answer = _admin(http_server, "DELETE", path)
+    click.echo(json.dumps(answer) if as_json else f"{namespace} unclaimed")
+
+
+@main.command("pin")
+@click.argument("namespace")
+@click.argument("node")
+@_http_option
+@_json_option
+def pin_command(namespace: str, node: str, http_server: str, as_json: bool) -> None:
+    """Pin NAMESPACE to NODE until unpinned (not kept across a restart of the whole cluster)."""
+    answer = _admin(
+        http_server, "PUT", f"/v1/cluster/pins/{urllib.parse.quote(namespace, safe='')}", {"node": node}
+    )
+    click.echo(json.dumps(answer) if as_json else f"{namespace} pinned to {answer['node']}")
+
+
+@main.command("unpin")
+@click.argument("namespace")
+@_http_option
+@_json_option
+def unpin_command(namespace: str, http_server: str, as_json: bool) -> None:
+    """Remove the pin on NAMESPACE."""
+    answer = _admin(http_server, "DELETE", f"/v1/cluster/pins/{urllib.parse.quote(namespace, safe='')}")
+    click.echo(json.dumps(answer) if as_json else f"{namespace} unpinned")

@@ -1,0 +1,256 @@
+"""Forwarding: one persistent connection per peer, many requests multiplexed over one stream.
+
+A grpclib unary call costs a full HTTP/2 stream set-up in pure Python; a message on an open stream
+costs a fraction of that. So each peer gets one ``Forward`` stream, requests carry an id, and
+replies are matched to waiters by that id in whatever order they come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from typing import Final
+
+import betterproto2
+from grpclib.client import Channel, Stream
+from grpclib.const import Cardinality
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+
+from store import (
+    ClaimConflict,
+    Compacted,
+    InvalidArgument,
+    KeyExists,
+    NotFound,
+    NotOwner,
+    OwnerUnavailable,
+    PeersyncError,
+    Unavailable,
+    ValueTooLarge,
+    VersionMismatch,
+)
+
+from . import v1
+from ._address import Address
+
+log = logging.getLogger(__name__)
+
+_ROUTE = "/peersync.v1.Node/Forward"
+
+# Set while a node serves a request another node forwarded to it; such a request is never forwarded
+# again (at most one hop), so the service answers NOT_OWNER instead.
+FORWARDED: ContextVar[v1.Caller | None] = ContextVar("peersync_forwarded", default=None)
+# The id of the client request being served (X-Request-ID), carried to the owner when forwarded.
+REQUEST_ID: ContextVar[str | None] = ContextVar("peersync_request_id", default=None)
+
+
+class LinkDown(Exception):
+    """The stream to a peer failed. ``sent`` says whether the request had reached the wire, in
+    which case its outcome is unknown."""
+
+    def __init__(self, detail: str, *, sent: bool) -> None:
+        super().__init__(detail)
+        self.sent = sent
+
+
+class PeerLink:
+    """The forwarding stream to one peer. Opens lazily, reopens after a failure.
+
+    Safe for many concurrent ``call``s from one event loop. A failure of the stream fails every
+    request in flight on it with :class:`LinkDown`; nothing is retried here, because only the caller
+    knows whether a request may safely be sent twice.
+    """
+
+    def __init__(self, peer_id: str, address: Address, *, connect_timeout: float) -> None:
+        self.peer_id = peer_id
+        self.address = address
+        self._connect_timeout = connect_timeout
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[v1.ForwardReply]] = {}
+        self._channel: Channel | None = None
+        self._stream: Stream[v1.ForwardRequest, v1.ForwardReply] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._opening: asyncio.Lock = asyncio.Lock()
+        self._send_lock = asyncio.Lock()
+
+    async def call(self, request: v1.ForwardRequest, timeout: float) -> v1.ForwardReply:  # noqa: ASYNC109
+        """Send ``request`` and wait up to ``timeout`` seconds for its reply.
+
+        Raises LinkDown (with ``sent``) when the stream fails, and TimeoutError when no reply came
+        in time (the request was sent: its outcome is unknown).
+        """
+        stream = await self._open()
+        request_id = next(self._ids)
+        request.id = request_id
+        request.timeout_ms = max(1, int(timeout * 1000))
+        future: asyncio.Future[v1.ForwardReply] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            try:
+                async with self._send_lock:
+                    await stream.send_message(request)
+            except (OSError, GRPCError, StreamTerminatedError) as exc:
+                self._broken(f"sending to {self.peer_id} failed: {exc}")
+                raise LinkDown(f"sending to {self.peer_id} failed: {exc}", sent=False) from exc
+            async with asyncio.timeout(timeout):
+                return await future
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def _open(self) -> Stream[v1.ForwardRequest, v1.ForwardReply]:
+        if self._stream is not None:
+            return self._stream
+        async with self._opening:
+            if self._stream is not None:
+                return self._stream
+            channel = Channel(self.address.host, self.address.port)
+            stream: Stream[v1.ForwardRequest, v1.ForwardReply] = channel.request(
+                _ROUTE, Cardinality.STREAM_STREAM, v1.ForwardRequest, v1.ForwardReply
+            )
+            try:
+                async with asyncio.timeout(self._connect_timeout):
+                    await stream.__aenter__()
+                    await stream.send_request()
+            except (OSError, GRPCError, StreamTerminatedError, TimeoutError) as exc:
+                channel.close()
+                raise LinkDown(f"cannot reach {self.peer_id} at {self.address}: {exc}", sent=False) from exc
+            self._channel, self._stream = channel, stream
+            self._reader = asyncio.create_task(self._read(stream), name=f"forward-reader-{self.peer_id}")
+            return stream
+
+    async def _read(self, stream: Stream[v1.ForwardRequest, v1.ForwardReply]) -> None:
+        reason = "the stream ended"
+        try:
+            while True:
+                reply = await stream.recv_message()
+                if reply is None:
+                    break
+                future = self._pending.get(reply.id)
+                if future is not None and not future.done():
+                    future.set_result(reply)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any failure of the stream fails its waiters; never die silently
+            reason = f"the stream failed: {exc!r}"
+        if self._stream is stream:
+            self._broken(f"forwarding stream to {self.peer_id}: {reason}")
+
+    def _broken(self, reason: str) -> None:
+        """Forget the stream and fail everything in flight on it (those requests were sent)."""
+        log.info("%s", reason)
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(LinkDown(reason, sent=True))
+        channel, self._channel, self._stream = self._channel, None, None
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
+        if channel is not None:
+            channel.close()
+
+    async def close(self) -> None:
+        reader = self._reader
+        self._broken(f"closing the link to {self.peer_id}")
+        if reader is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+
+class Forwarder:
+    """Peer links by member id, created on first use and dropped when a peer leaves or moves."""
+
+    def __init__(self, addresses: Callable[[str], Address | None], *, connect_timeout: float = 1.0) -> None:
+        self._addresses = addresses
+        self._connect_timeout = connect_timeout
+        self._links: dict[str, PeerLink] = {}
+
+    async def call(self, peer_id: str, request: v1.ForwardRequest, timeout: float) -> v1.ForwardReply:  # noqa: ASYNC109
+        return await self.link(peer_id).call(request, timeout)
+
+    def link(self, peer_id: str) -> PeerLink:
+        address = self._addresses(peer_id)
+        if address is None:
+            raise OwnerUnavailable(f"node {peer_id!r} is not a known member", owner=peer_id)
+        link = self._links.get(peer_id)
+        if link is None or link.address != address:
+            if link is not None:
+                self._retire(link)
+            link = self._links[peer_id] = PeerLink(peer_id, address, connect_timeout=self._connect_timeout)
+        return link
+
+    def drop(self, peer_id: str) -> None:
+        link = self._links.pop(peer_id, None)
+        if link is not None:
+            self._retire(link)
+
+    def _retire(self, link: PeerLink) -> None:
+        # Closing needs no await to take effect: the waiters are failed synchronously.
+        link._broken(f"dropping the link to {link.peer_id}")
+
+    async def close(self) -> None:
+        links, self._links = list(self._links.values()), {}
+        for link in links:
+            await link.close()
+
+
+def which(message: betterproto2.Message, group: str) -> tuple[str, object]:
+    """The set member of a oneof group: (field name, value); ("", None) when none is set."""
+    name, value = betterproto2.which_one_of(message, group)
+    return name, value
+
+
+# The errors a Failure can carry, by reason; anything else arrives as plain Unavailable.
+_ERRORS: Final[Mapping[str, type[PeersyncError]]] = {
+    "INVALID_ARGUMENT": InvalidArgument,
+    "VALUE_TOO_LARGE": ValueTooLarge,
+    "NOT_FOUND": NotFound,
+    "KEY_EXISTS": KeyExists,
+}
+
+
+def failure_from_error(exc: PeersyncError) -> v1.Failure:
+    failure = v1.Failure(reason=exc.reason, detail=exc.detail, field=exc.field or "")
+    if isinstance(exc, VersionMismatch):
+        failure.current_version = exc.current
+    elif isinstance(exc, (NotOwner, OwnerUnavailable)):
+        failure.owner = exc.owner or ""
+        if isinstance(exc, NotOwner):
+            failure.ring_version = exc.ring_version
+    elif isinstance(exc, Compacted):
+        failure.namespace, failure.floor = exc.namespace, exc.floor
+    elif isinstance(exc, ClaimConflict):
+        failure.owner = exc.holder or ""
+    return failure
+
+
+def error_from_failure(failure: v1.Failure) -> PeersyncError:
+    """The error a peer reported, as the same error raised here."""
+    reason, detail, field = failure.reason, failure.detail, failure.field or None
+    if reason == "VERSION_MISMATCH":
+        return VersionMismatch(detail, current=failure.current_version or 0)
+    if reason == "NOT_OWNER":
+        return NotOwner(detail, owner=failure.owner or None, ring_version=failure.ring_version)
+    if reason == "OWNER_UNAVAILABLE":
+        return OwnerUnavailable(detail, owner=failure.owner or None)
+    if reason == "COMPACTED":
+        return Compacted(detail, namespace=failure.namespace, floor=failure.floor)
+    if reason == "CLAIM_CONFLICT":
+        return ClaimConflict(detail, holder=failure.owner or None)
+    cls = _ERRORS.get(reason)
+    if cls is None:
+        return Unavailable(f"{reason}: {detail}")
+    return cls(detail, field=field)
+
+
+def error_from_status(exc: GRPCError) -> PeersyncError:
+    """Our error behind a peer's gRPC status, read from its "REASON: detail" message."""
+    message = exc.message or ""
+    reason, sep, detail = message.partition(": ")
+    if not sep or not reason.isupper():
+        return Unavailable(f"a peer failed: {exc.status.name} {message}")
+    return error_from_failure(v1.Failure(reason=reason, detail=detail))
