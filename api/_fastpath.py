@@ -18,6 +18,7 @@ import msgspec
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from peersync import Node
+from peersync._forwarding import REQUEST_ID
 from peersync._limits import RESERVED_SUFFIXES
 from store import PeersyncError, ValueTooLarge
 
@@ -42,6 +43,16 @@ class FastPath:
     async def __call__(self, asgi_scope: Scope, receive: Receive, asgi_send: Send) -> None:
         # Plain mappings inside: the framework's TypedDicts describe every scope type at once.
         scope = cast(dict[str, Any], asgi_scope)
+        token = REQUEST_ID.set(_request_id(scope)) if scope["type"] == "http" else None
+        try:
+            await self._dispatch(asgi_scope, scope, receive, asgi_send)
+        finally:
+            if token is not None:
+                REQUEST_ID.reset(token)
+
+    async def _dispatch(
+        self, asgi_scope: Scope, scope: dict[str, Any], receive: Receive, asgi_send: Send
+    ) -> None:
         send = cast(Any, asgi_send)
         target = self._target(scope)
         if target is None:
@@ -126,6 +137,15 @@ class FastPath:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+
+def _request_id(scope: dict[str, Any]) -> str | None:
+    """The client's X-Request-ID, so a forwarded request can be traced on the owner."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text: str = value.decode("latin-1")[:128]
+            return text
+    return None
 
 
 def _headers(scope: dict[str, Any]) -> dict[str, str]:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Final
 from grpclib import GRPCError, Status
 
 from peersync import Node, Service, v1
+from peersync._forwarding import FORWARDED
 from peersync._wire import (
     alias_to_wire,
     codec_to_wire,
@@ -43,6 +44,9 @@ STATUS_BY_REASON: Final[Mapping[str, Status]] = {
     "VERSION_MISMATCH": Status.FAILED_PRECONDITION,
     "COMPACTED": Status.OUT_OF_RANGE,
     "UNAVAILABLE": Status.UNAVAILABLE,
+    "NOT_OWNER": Status.UNAVAILABLE,
+    "OWNER_UNAVAILABLE": Status.UNAVAILABLE,
+    "CLAIM_CONFLICT": Status.ALREADY_EXISTS,
 }
 
 _MODES: Final[Mapping[v1.Mode, Mode]] = {
@@ -72,12 +76,12 @@ class KvService(v1.KvBase):
         return self._node.service
 
     async def get(self, message: v1.GetRequest) -> v1.GetResponse:
-        with _status_from_errors("Get"):
+        with status_from_errors("Get"):
             entry = await self._service.get(message.namespace, message.key)
             return v1.GetResponse(entry=entry_to_wire(entry))
 
     async def set(self, message: v1.SetRequest) -> v1.SetResponse:
-        with _status_from_errors("Set"):
+        with status_from_errors("Set"):
             entry, created = await self._service.set(
                 message.namespace,
                 message.key,
@@ -90,12 +94,12 @@ class KvService(v1.KvBase):
             return v1.SetResponse(entry=entry_to_wire(entry), created=created)
 
     async def delete(self, message: v1.DeleteRequest) -> v1.DeleteResponse:
-        with _status_from_errors("Delete"):
+        with status_from_errors("Delete"):
             entry = await self._service.delete(message.namespace, message.key, if_version=message.if_version)
             return v1.DeleteResponse(entry=entry_to_wire(entry))
 
     async def list(self, message: v1.ListRequest) -> v1.ListResponse:
-        with _status_from_errors("List"):
+        with status_from_errors("List"):
             page = await self._service.list_keys(
                 message.namespace, message.prefix, limit=message.limit or None, cursor=message.cursor or None
             )
@@ -104,12 +108,12 @@ class KvService(v1.KvBase):
             )
 
     async def delete_prefix(self, message: v1.DeletePrefixRequest) -> v1.DeletePrefixResponse:
-        with _status_from_errors("DeletePrefix"):
+        with status_from_errors("DeletePrefix"):
             deleted = await self._service.delete_prefix(message.namespace, message.prefix)
             return v1.DeletePrefixResponse(deleted=deleted)
 
     async def get_versions(self, message: v1.GetVersionsRequest) -> v1.GetVersionsResponse:
-        with _status_from_errors("GetVersions"):
+        with status_from_errors("GetVersions"):
             if message.version is not None:
                 entry = await self._service.version(message.namespace, message.key, message.version)
                 return v1.GetVersionsResponse(entries=[entry_to_wire(entry)])
@@ -121,14 +125,14 @@ class KvService(v1.KvBase):
             )
 
     async def diff(self, message: v1.DiffRequest) -> v1.DiffResponse:
-        with _status_from_errors("Diff"):
+        with status_from_errors("Diff"):
             found = await self._service.diff(
                 message.namespace, message.key, message.from_version, message.to_version
             )
             return diff_to_wire(found)
 
     async def snapshot(self, message: v1.SnapshotRequest) -> v1.SnapshotResponse:
-        with _status_from_errors("Snapshot"):
+        with status_from_errors("Snapshot"):
             snap = await self._service.snapshot(message.namespace)
             if message.if_none_match is not None and message.if_none_match == snap.etag:
                 return v1.SnapshotResponse(
@@ -137,7 +141,7 @@ class KvService(v1.KvBase):
             return snapshot_to_wire(snap)
 
     async def watch(self, message: v1.WatchRequest) -> AsyncIterator[v1.WatchResponse]:
-        with _status_from_errors("Watch"):
+        with status_from_errors("Watch"):
             watch = self._service.watch(
                 list(message.namespaces), list(message.prefixes), dict(message.start) or None
             )
@@ -157,7 +161,7 @@ class KvService(v1.KvBase):
             yield v1.WatchResponse(compacted=compacted)
 
     async def list_namespaces(self, message: v1.ListNamespacesRequest) -> v1.ListNamespacesResponse:
-        with _status_from_errors("ListNamespaces"):
+        with status_from_errors("ListNamespaces"):
             page = await self._service.namespaces(
                 message.prefix, limit=message.limit or None, cursor=message.cursor or None
             )
@@ -166,51 +170,64 @@ class KvService(v1.KvBase):
             )
 
     async def list_codecs(self, message: v1.ListCodecsRequest) -> v1.ListCodecsResponse:
-        with _status_from_errors("ListCodecs"):
+        with status_from_errors("ListCodecs"):
             return v1.ListCodecsResponse(codecs=[codec_to_wire(c) for c in self._service.codecs()])
 
     async def set_alias(self, message: v1.SetAliasRequest) -> v1.SetAliasResponse:
-        with _status_from_errors("SetAlias"):
+        with status_from_errors("SetAlias"):
             alias = await self._service.set_alias(message.namespace, message.alias, message.target)
             return v1.SetAliasResponse(alias=alias_to_wire(alias))
 
     async def get_alias(self, message: v1.GetAliasRequest) -> v1.GetAliasResponse:
-        with _status_from_errors("GetAlias"):
+        with status_from_errors("GetAlias"):
             alias = await self._service.get_alias(message.namespace, message.alias)
             return v1.GetAliasResponse(alias=alias_to_wire(alias))
 
     async def delete_alias(self, message: v1.DeleteAliasRequest) -> v1.DeleteAliasResponse:
-        with _status_from_errors("DeleteAlias"):
+        with status_from_errors("DeleteAlias"):
             await self._service.delete_alias(message.namespace, message.alias)
             return v1.DeleteAliasResponse()
 
     async def list_aliases(self, message: v1.ListAliasesRequest) -> v1.ListAliasesResponse:
-        with _status_from_errors("ListAliases"):
+        with status_from_errors("ListAliases"):
             aliases = await self._service.list_aliases(message.namespace)
             return v1.ListAliasesResponse(aliases=[alias_to_wire(a) for a in aliases])
 
 
 def grpc_handlers(node: Node, heartbeat_interval: float | None = None) -> list[IServable]:
-    """The gRPC services a node serves, for ``grpclib.server.Server``."""
-    return [KvService(node, heartbeat_interval)]
+    """The gRPC services a node serves, for ``grpclib.server.Server``: the client API and the
+    node-to-node API."""
+    from ._node_grpc import NodeService
+
+    kv = KvService(node, heartbeat_interval)
+    return [kv, NodeService(node, kv)]
 
 
 @contextmanager
-def _status_from_errors(rpc: str) -> Iterator[None]:
-    """Turn what a handler raises into the gRPC status the client receives."""
+def status_from_errors(rpc: str) -> Iterator[None]:
+    """Turn what a handler raises into the gRPC status the client receives.
+
+    While serving a forwarded request our errors pass through unchanged: the node service sends
+    them back whole (with versions, owners and floors), not as a status line."""
     try:
         yield
     except PeersyncError as exc:
-        status = STATUS_BY_REASON.get(exc.reason, Status.INTERNAL)
-        if status is Status.INTERNAL:
-            log.warning("gRPC %s failed with %s: %s", rpc, exc.reason, exc.detail)
-        raise GRPCError(status, f"{exc.reason}: {exc.detail}") from exc
+        if FORWARDED.get() is not None:
+            raise
+        raise to_grpc_error(exc, rpc) from exc
     except GRPCError:
         raise
     except Exception as exc:
         # A bug, not a client mistake: keep the details in the log, out of the response.
         log.exception("gRPC %s failed", rpc)
         raise GRPCError(Status.INTERNAL, "INTERNAL: the server failed to handle the request") from exc
+
+
+def to_grpc_error(exc: PeersyncError, rpc: str) -> GRPCError:
+    status = STATUS_BY_REASON.get(exc.reason, Status.INTERNAL)
+    if status is Status.INTERNAL:
+        log.warning("gRPC %s failed with %s: %s", rpc, exc.reason, exc.detail)
+    return GRPCError(status, f"{exc.reason}: {exc.detail}")
 
 
 # -- proto -> Python ------------------------------------------------------------------------------

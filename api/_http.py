@@ -32,7 +32,6 @@ from store import (
     Mode,
     NamespaceInfo,
     PeersyncError,
-    Unavailable,
 )
 
 from ._problems import EXCEPTION_HANDLERS
@@ -473,14 +472,19 @@ async def list_aliases(request: Request[Any, Any, Any], ns: FromPath[str]) -> Re
 # -- namespaces, codecs, health -----------------------------------------------------------------
 
 
-@get("/v1/namespaces", summary="List namespaces that hold keys or aliases")
+@get(
+    "/v1/namespaces",
+    summary="List namespaces that hold keys or aliases",
+    description="Merged from every member of the cluster; ?local=true lists only what this node holds.",
+)
 async def list_namespaces(
     request: Request[Any, Any, Any],
     prefix: FromQuery[str] = "",
     limit: FromQuery[int | None] = None,
     cursor: FromQuery[str | None] = None,
+    local: FromQuery[bool] = False,
 ) -> Response[bytes]:
-    page = await _node(request).service.namespaces(prefix, limit=limit, cursor=cursor)
+    page = await _node(request).service.namespaces(prefix, limit=limit, cursor=cursor, local=local)
     return _json(
         {"namespaces": [namespace_json(n) for n in page.namespaces], "next_cursor": page.next_cursor}
     )
@@ -496,16 +500,6 @@ async def list_codecs(request: Request[Any, Any, Any]) -> Response[bytes]:
             ]
         }
     )
-
-
-@get("/health", summary="Liveness and store status")
-async def health(request: Request[Any, Any, Any]) -> Response[bytes]:
-    node = _node(request)
-    try:
-        _ = node.service  # raises Unavailable when the node is not running
-    except Unavailable as exc:
-        return _json({"status": "unavailable", "detail": exc.detail}, 503)
-    return _json({"status": "ok", "store": node.config.store})
 
 
 # -- watch (SSE) --------------------------------------------------------------------------------
@@ -587,6 +581,8 @@ def max_body(node: Node) -> int:
 
 def create_app(node: Node) -> Litestar:
     """The HTTP application over ``node``; the node is started and stopped by its owner."""
+    from ._admin import ADMIN_HANDLERS
+
     return Litestar(
         route_handlers=[
             get_key,
@@ -601,8 +597,8 @@ def create_app(node: Node) -> Litestar:
             list_aliases,
             list_namespaces,
             list_codecs,
-            health,
             watch,
+            *ADMIN_HANDLERS,
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         state=State({"node": node}),

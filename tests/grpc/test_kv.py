@@ -10,7 +10,7 @@ from collections.abc import Awaitable
 import pytest
 from grpclib import GRPCError, Status
 
-from api._grpc import STATUS_BY_REASON, _status_from_errors
+from api._grpc import STATUS_BY_REASON, status_from_errors
 from peersync import v1
 from peersync.v1 import KvStub
 from store import (
@@ -389,7 +389,7 @@ async def test_aliases(kv: KvStub) -> None:
     ],
 )
 def test_every_error_reason_has_its_status(error: PeersyncError, status: Status) -> None:
-    with pytest.raises(GRPCError) as info, _status_from_errors("Test"):
+    with pytest.raises(GRPCError) as info, status_from_errors("Test"):
         raise error
     assert info.value.status is status
     assert info.value.message == f"{error.reason}: {error.detail}"
@@ -399,7 +399,7 @@ def test_every_error_reason_has_its_status(error: PeersyncError, status: Status)
 def test_an_unexpected_exception_is_internal_and_logged_but_not_leaked(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.ERROR), pytest.raises(GRPCError) as info, _status_from_errors("Test"):
+    with caplog.at_level(logging.ERROR), pytest.raises(GRPCError) as info, status_from_errors("Test"):
         raise RuntimeError("secret internals")
     assert info.value.status is Status.INTERNAL
     assert "secret" not in (info.value.message or "")
