@@ -1,0 +1,293 @@
+"""Membership, ownership and forwarding across real node processes over a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import pytest
+
+from tests.support import RedisServer, eventually
+
+from .conftest import Harness
+
+pytestmark = pytest.mark.slow
+
+NAMESPACES = [f"ns{i}" for i in range(30)]
+# Defaults: heartbeat 0.5 s, suspect after 1.5 s, dead 1.0 s later.
+FAILURE_BOUND = 2.5
+
+
+def form(h: Harness, *ids: str, args: tuple[str, ...] = ()) -> None:
+    for node_id in ids:
+        h.start(node_id, *args)
+
+
+async def converged(h: Harness, expected: set[str], timeout: float) -> None:
+    await eventually(lambda: all(h.alive_view(n) == expected for n in h.running()), timeout)
+
+
+async def test_three_nodes_form_a_cluster_and_route_every_request(harness: Harness) -> None:
+    form(harness, "a", "b", "c")
+    await converged(harness, {"a", "b", "c"}, timeout=5)
+    rings = {harness.get(n, "/v1/cluster/ring").json()["ring_version"] for n in "abc"}
+    assert len(rings) == 1, "every node computes the same ring"
+    owners = {ns: harness.owner("a", ns)["owner"] for ns in NAMESPACES}
+    assert set(owners.values()) == {"a", "b", "c"}, "30 namespaces spread over all three nodes"
+    for i, ns in enumerate(NAMESPACES):
+        writer = "abc"[i % 3]
+        with harness.http(writer) as client:
+            put = client.put(
+                f"/v1/namespaces/{ns}/keys/k", json={"value": i}, headers={"x-request-id": f"req-{i}"}
+            )
+            assert put.status_code == 201, put.text
+    for ns in NAMESPACES:
+        for reader in "abc":
+            got = harness.get(reader, f"/v1/namespaces/{ns}/keys/k")
+            assert got.status_code == 200, got.text
+            assert got.json()["value"] == NAMESPACES.index(ns)
+    for node_id in "abc":
+        held = harness.get(node_id, "/v1/namespaces", params={"local": "true", "limit": 100}).json()
+        assert {n["name"] for n in held["namespaces"]} == {ns for ns, o in owners.items() if o == node_id}
+    merged = harness.get("b", "/v1/namespaces", params={"limit": 100}).json()
+    assert [n["name"] for n in merged["namespaces"]] == sorted(NAMESPACES)
+
+
+async def test_killed_node_is_declared_dead_and_its_namespaces_move(harness: Harness) -> None:
+    form(harness, "a", "b", "c")
+    await converged(harness, {"a", "b", "c"}, timeout=5)
+    moved = [ns for ns in NAMESPACES if harness.owner("a", ns)["owner"] == "c"]
+    assert moved
+    started = time.monotonic()
+    harness.nodes["c"].signal(signal.SIGKILL)
+    await converged(harness, {"a", "b"}, timeout=3.0)
+    elapsed = time.monotonic() - started
+    assert elapsed <= 3.0
+    assert all(harness.states(n)["c"] == "dead" for n in "ab")
+    for ns in moved:
+        owner = harness.owner("b", ns)
+        assert owner["owner"] in ("a", "b")
+        assert owner == harness.owner("a", ns)
+        with harness.http("a") as client:
+            assert client.put(f"/v1/namespaces/{ns}/keys/k", json={"value": 1}).status_code in (200, 201)
+
+
+async def test_cleanly_stopped_node_is_gone_at_once(harness: Harness) -> None:
+    form(harness, "a", "b", "c")
+    await converged(harness, {"a", "b", "c"}, timeout=5)
+    harness.nodes["b"].signal(signal.SIGTERM)
+    started = time.monotonic()
+    await eventually(lambda: all(harness.states(n).get("b") == "left" for n in "ac"), timeout=2.0)
+    # The goal is 0.5 s; polling two nodes over HTTP adds a little on top.
+    assert time.monotonic() - started < 1.0
+    assert harness.nodes["b"].wait(10) == 0
+
+
+async def test_paused_node_shorter_than_suspicion_is_not_evicted(harness: Harness) -> None:
+    form(harness, "a", "b", "c")
+    await converged(harness, {"a", "b", "c"}, timeout=5)
+    harness.nodes["b"].signal(signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 1.2  # shorter than suspect_after (1.5 s)
+        while time.monotonic() < deadline:
+            for observer in "ac":
+                assert harness.states(observer)["b"] == "alive"
+            await asyncio.sleep(0.1)
+    finally:
+        harness.nodes["b"].signal(signal.SIGCONT)
+    await asyncio.sleep(1.0)
+    for observer in "abc":
+        assert harness.states(observer)["b"] == "alive"
+
+
+async def test_suspected_node_that_is_alive_refutes(harness: Harness) -> None:
+    form(harness, "a", "b")
+    await converged(harness, {"a", "b"}, timeout=5)
+    before = {m["id"]: m["incarnation"] for m in harness.get("a", "/v1/cluster/members").json()["members"]}
+    harness.nodes["b"].signal(signal.SIGSTOP)
+    try:
+        await eventually(lambda: harness.states("a")["b"] == "suspect", timeout=3)
+    finally:
+        harness.nodes["b"].signal(signal.SIGCONT)
+    await eventually(lambda: harness.states("a")["b"] == "alive", timeout=2)
+    after = {m["id"]: m["incarnation"] for m in harness.get("a", "/v1/cluster/members").json()["members"]}
+    assert after["b"] > before["b"], "it refuted by bumping its incarnation"
+    await asyncio.sleep(FAILURE_BOUND)
+    assert harness.states("a")["b"] == "alive"
+
+
+async def test_pin_moves_ownership_and_unpin_restores_it(harness: Harness) -> None:
+    form(harness, "a", "b", "c")
+    await converged(harness, {"a", "b", "c"}, timeout=5)
+    ns = NAMESPACES[0]
+    ring_owner = harness.owner("a", ns)["owner"]
+    target = next(n for n in "abc" if n != ring_owner)
+    with harness.http("c") as client:
+        assert client.put(f"/v1/cluster/pins/{ns}", json={"node": target}).status_code == 200
+    await eventually(
+        lambda: all(
+            harness.owner(n, ns) == {"namespace": ns, "owner": target, "source": "pin", "available": True}
+            for n in "abc"
+        ),
+        timeout=5,
+    )
+    with harness.http("a") as client:
+        assert client.put(f"/v1/namespaces/{ns}/keys/pinned", json={"value": 1}).status_code == 201
+    held = harness.get(target, "/v1/namespaces", params={"local": "true"}).json()["namespaces"]
+    assert ns in {n["name"] for n in held}
+    with harness.http("b") as client:
+        assert client.delete(f"/v1/cluster/pins/{ns}").status_code == 200
+    await eventually(lambda: all(harness.owner(n, ns)["owner"] == ring_owner for n in "abc"), timeout=5)
+    assert all(harness.owner(n, ns)["source"] == "ring" for n in "abc")
+
+
+async def test_claim_survives_a_restart_of_the_whole_cluster(harness: Harness) -> None:
+    form(harness, "a", "b", "c")
+    await converged(harness, {"a", "b", "c"}, timeout=5)
+    ns = NAMESPACES[1]
+    ring_owner = harness.owner("a", ns)["owner"]
+    claimer = next(n for n in "abc" if n != ring_owner)
+    with harness.http("a") as client:
+        claimed = client.put(f"/v1/cluster/claims/{ns}", json={"node": claimer})
+        assert claimed.status_code == 200, claimed.text
+        assert client.put(f"/v1/namespaces/{ns}/keys/k", json={"value": "kept"}).status_code == 201
+    await eventually(lambda: all(harness.owner(n, ns)["owner"] == claimer for n in "abc"), timeout=5)
+    for node_id in "abc":
+        harness.nodes[node_id].signal(signal.SIGTERM)
+        harness.nodes[node_id].wait(15)
+    form(harness, "c", "b", "a")
+    await converged(harness, {"a", "b", "c"}, timeout=5)
+    await eventually(
+        lambda: all(
+            harness.owner(n, ns) == {"namespace": ns, "owner": claimer, "source": "claim", "available": True}
+            for n in "abc"
+        ),
+        timeout=5,
+    )
+    assert harness.get("a", f"/v1/namespaces/{ns}/keys/k").json()["value"] == "kept"
+
+
+async def test_dead_claimed_owner_is_unavailable_until_force_claimed(harness: Harness) -> None:
+    form(harness, "a", "b", "c")
+    await converged(harness, {"a", "b", "c"}, timeout=5)
+    ns = NAMESPACES[2]
+    with harness.http("a") as client:
+        assert client.put(f"/v1/cluster/claims/{ns}", json={"node": "c"}).status_code == 200
+    await eventually(lambda: all(harness.owner(n, ns)["owner"] == "c" for n in "ab"), timeout=5)
+    harness.nodes["c"].signal(signal.SIGKILL)
+    await converged(harness, {"a", "b"}, timeout=3.0)
+    with harness.http("a") as client:
+        refused = client.put(f"/v1/namespaces/{ns}/keys/k", json={"value": 1})
+        assert refused.status_code == 503
+        assert refused.json()["reason"] == "OWNER_UNAVAILABLE"
+        assert refused.json()["owner"] == "c"
+        assert client.get(f"/v1/namespaces/{ns}/keys/k").json()["reason"] == "OWNER_UNAVAILABLE"
+        conflict = client.put(f"/v1/cluster/claims/{ns}", json={"node": "b"})
+        assert conflict.status_code == 409
+        assert conflict.json()["reason"] == "CLAIM_CONFLICT"
+        taken = client.put(f"/v1/cluster/claims/{ns}", json={"node": "b", "force": True})
+        assert taken.status_code == 200, taken.text
+    await eventually(lambda: all(harness.owner(n, ns)["owner"] == "b" for n in "ab"), timeout=5)
+    with harness.http("a") as client:
+        assert client.put(f"/v1/namespaces/{ns}/keys/k", json={"value": 2}).status_code == 201
+
+
+async def test_vanished_owner_gives_a_prompt_retriable_error(harness: Harness) -> None:
+    form(harness, "a", "b", args=("--forward-timeout", "1"))
+    await converged(harness, {"a", "b"}, timeout=5)
+    ns = next(ns for ns in NAMESPACES if harness.owner("a", ns)["owner"] == "b")
+    with harness.http("a") as client:
+        assert client.put(f"/v1/namespaces/{ns}/keys/k", json={"value": 1}).status_code == 201
+        harness.nodes["b"].signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            answer = client.put(f"/v1/namespaces/{ns}/keys/k", json={"value": 2})
+            took = time.monotonic() - started
+        finally:
+            harness.nodes["b"].signal(signal.SIGCONT)
+    assert answer.status_code == 503
+    assert answer.json()["reason"] == "OWNER_UNAVAILABLE"
+    assert answer.json()["retriable"] is True
+    assert "may or may not have been applied" in answer.json()["detail"]
+    assert took < 3.0
+
+
+async def test_redis_restart_evicts_nobody_and_the_cluster_reconverges(harness: Harness) -> None:
+    redis = RedisServer().start()
+    try:
+        for node_id in "abc":
+            harness.start(node_id, redis_url=redis.url)
+        await converged(harness, {"a", "b", "c"}, timeout=5)
+        redis.stop()
+        deadline = time.monotonic() + FAILURE_BOUND + 1.5
+        while time.monotonic() < deadline:
+            for observer in "abc":
+                assert harness.alive_view(observer) == {"a", "b", "c"}, "nobody is evicted for silence"
+            await asyncio.sleep(0.2)
+        redis.start()
+        health = lambda: all(harness.get(n, "/health").json()["gossip"]["connected"] for n in "abc")  # noqa: E731
+        await eventually(health, timeout=10)
+        ns = NAMESPACES[3]
+        with harness.http("a") as client:
+            assert client.put(f"/v1/cluster/pins/{ns}", json={"node": "c"}).status_code == 200
+        await eventually(lambda: all(harness.owner(n, ns)["owner"] == "c" for n in "abc"), timeout=5)
+        harness.nodes["b"].signal(signal.SIGKILL)
+        await converged(harness, {"a", "c"}, timeout=3.0)
+    finally:
+        redis.close()
+
+
+async def test_forged_gossip_changes_nothing(harness: Harness) -> None:
+    import redis as redis_py
+
+    for node_id in "ab":
+        harness.start(node_id, "--cluster-secret", "right")
+    await converged(harness, {"a", "b"}, timeout=5)
+    forged = (
+        b'{"v":1,"cluster":"' + harness.name.encode() + b'","sender":"b","sent_at_ms":1,'
+        b'"body":{"kind":"left","member":{"id":"b","grpc_addr":"127.0.0.1:1","http_addr":"127.0.0.1:1",'
+        b'"incarnation":99999999999999,"started_at":1}},"sig":"00"}'
+    )
+    client = redis_py.Redis.from_url(harness.redis_url)
+    try:
+        for _ in range(3):
+            client.publish(f"peersync:{harness.name}:gossip", forged)
+            client.publish(f"peersync:{harness.name}:gossip", b"\x00 garbage")
+    finally:
+        client.close()
+    await eventually(
+        lambda: sum(harness.get("a", "/health").json()["gossip"]["dropped"].values()) >= 6, timeout=5
+    )
+    assert harness.states("a")["b"] == "alive"
+    assert harness.alive_view("a") == {"a", "b"}
+
+
+async def test_divergent_views_cause_no_forwarding_loop(harness: Harness) -> None:
+    # Slow anti-entropy, so that the two nodes disagree for a while.
+    slow = ("--heartbeat-interval", "5", "--suspect-after", "20", "--dead-after", "5")
+    form(harness, "a", "b", args=slow)
+    await converged(harness, {"a", "b"}, timeout=12)
+    ns = NAMESPACES[4]
+    with harness.http("a") as client:
+        assert client.put(f"/v1/cluster/pins/{ns}", json={"node": "b"}).status_code == 200
+    with harness.http("b") as client:
+        assert client.put(f"/v1/cluster/pins/{ns}", json={"node": "a"}).status_code == 200
+    assert harness.owner("a", ns)["owner"] == "b"
+    assert harness.owner("b", ns)["owner"] == "a"
+    for writer in "ab":
+        with harness.http(writer) as client:
+            started = time.monotonic()
+            answer = client.put(f"/v1/namespaces/{ns}/keys/{writer}", json={"value": 1})
+            assert time.monotonic() - started < 5
+        assert answer.status_code in (201, 503), answer.text
+        if answer.status_code == 503:
+            assert answer.json()["reason"] == "NOT_OWNER"
+    # The first request made the nodes reconcile: now they agree and a write succeeds everywhere.
+    assert harness.owner("a", ns)["owner"] == harness.owner("b", ns)["owner"]
+    for writer in "ab":
+        with harness.http(writer) as client:
+            assert client.put(f"/v1/namespaces/{ns}/keys/{writer}", json={"value": 2}).status_code in (
+                200,
+                201,
+            )
