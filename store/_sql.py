@@ -2,20 +2,29 @@
 
 Built on SQLAlchemy's async Core. A commit is one transaction whose statements are grouped by kind
 (one executemany per kind), so its cost grows with the number of statement kinds, not of events.
+On SQLite a commit bypasses SQLAlchemy: the whole transaction runs as one call on a thread that owns
+the writing connection, with statements compiled once and rows as plain tuples, because each await
+on aiosqlite is a round trip between the event loop and its thread.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Delete,
     Executable,
+    Insert,
     LargeBinary,
     MetaData,
     Row,
@@ -33,6 +42,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.schema import CreateSchema
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from ._backend import LoadedState, Prune
 from ._errors import Unavailable
@@ -44,6 +54,8 @@ _SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 
 # Execution option naming the statement that opens a SQLite transaction (see _on_begin).
 _BEGIN_OPTION = "peersync_sqlite_begin"
+
+T = TypeVar("T")
 
 _metadata = MetaData()
 
@@ -112,25 +124,95 @@ _aliases = Table(
     Column("revision", BigInteger, nullable=False),
 )
 
-# Deletes run as executemany, one parameter set per row or range; the b_ names keep the bound
-# parameters apart from column names.
-_DELETE_KV = delete(_kv).where(_kv.c.namespace == bindparam("b_ns"), _kv.c.key == bindparam("b_key"))
-_DELETE_HISTORY = delete(_versions).where(
-    _versions.c.namespace == bindparam("b_ns"), _versions.c.key == bindparam("b_key")
+
+def _upsert(dialect: str, table: Table, keys: tuple[str, ...]) -> Insert:
+    """An INSERT that overwrites the non-key columns of a row whose primary key exists."""
+    index = [table.c[k] for k in keys]
+    if dialect == "postgresql":
+        pg = postgresql.insert(table)
+        return pg.on_conflict_do_update(
+            index_elements=index, set_={c.name: pg.excluded[c.name] for c in table.c if c.name not in keys}
+        )
+    lite = sqlite.insert(table)
+    return lite.on_conflict_do_update(
+        index_elements=index, set_={c.name: lite.excluded[c.name] for c in table.c if c.name not in keys}
+    )
+
+
+# A row of a commit statement: the values of its parameters, in the statement's order.
+_Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    """One kind of statement of a commit, run once per row of that kind."""
+
+    params: tuple[str, ...]  # what a row's values bind to, in order
+    core: Executable  # run through SQLAlchemy (PostgreSQL), with each row as a dict of params
+    sqlite_sql: str  # compiled once; run by sqlite3 itself, with each row as it is
+
+
+def _statement(params: tuple[str, ...], lite: Insert | Delete, pg: Insert | None = None) -> _Statement:
+    compiled = lite.compile(dialect=sqlite.dialect())
+    assert isinstance(compiled, SQLCompiler)
+    assert tuple(compiled.positiontup or ()) == params, (compiled.string, compiled.positiontup)
+    return _Statement(params, lite if pg is None else pg, compiled.string)
+
+
+def _columns(table: Table) -> tuple[str, ...]:
+    return tuple(table.c.keys())
+
+
+# The statements of a commit in the order they run. The b_ names keep the bound parameters of the
+# deletes apart from column names.
+_INSERT_LOG = _statement(_columns(_log), _log.insert())
+_DELETE_HISTORY = _statement(
+    ("b_ns", "b_key"),
+    delete(_versions).where(
+        _versions.c.namespace == bindparam("b_ns"), _versions.c.key == bindparam("b_key")
+    ),
 )
-_PRUNE_VERSIONS = delete(_versions).where(
-    _versions.c.namespace == bindparam("b_ns"),
-    _versions.c.key == bindparam("b_key"),
-    _versions.c.version <= bindparam("b_upto"),
+_INSERT_VERSION = _statement(_columns(_versions), _versions.insert())
+_DELETE_KV = _statement(
+    ("b_ns", "b_key"),
+    delete(_kv).where(_kv.c.namespace == bindparam("b_ns"), _kv.c.key == bindparam("b_key")),
 )
-_PRUNE_LOG = delete(_log).where(_log.c.namespace == bindparam("b_ns"), _log.c.revision <= bindparam("b_upto"))
-_DELETE_ALIAS = delete(_aliases).where(
-    _aliases.c.namespace == bindparam("b_ns"), _aliases.c.alias == bindparam("b_key")
+_UPSERT_KV = _statement(
+    _columns(_kv),
+    _upsert("sqlite", _kv, ("namespace", "key")),
+    _upsert("postgresql", _kv, ("namespace", "key")),
+)
+_DELETE_ALIAS = _statement(
+    ("b_ns", "b_key"),
+    delete(_aliases).where(_aliases.c.namespace == bindparam("b_ns"), _aliases.c.alias == bindparam("b_key")),
+)
+_UPSERT_ALIAS = _statement(
+    _columns(_aliases),
+    _upsert("sqlite", _aliases, ("namespace", "alias")),
+    _upsert("postgresql", _aliases, ("namespace", "alias")),
+)
+_UPSERT_NAMESPACE = _statement(
+    _columns(_namespaces),
+    _upsert("sqlite", _namespaces, ("name",)),
+    _upsert("postgresql", _namespaces, ("name",)),
+)
+_PRUNE_LOG = _statement(
+    ("b_ns", "b_upto"),
+    delete(_log).where(_log.c.namespace == bindparam("b_ns"), _log.c.revision <= bindparam("b_upto")),
+)
+_PRUNE_VERSIONS = _statement(
+    ("b_ns", "b_key", "b_upto"),
+    delete(_versions).where(
+        _versions.c.namespace == bindparam("b_ns"),
+        _versions.c.key == bindparam("b_key"),
+        _versions.c.version <= bindparam("b_upto"),
+    ),
 )
 
 
 class SqlBackend:
-    """A :class:`~store.Backend` on SQLite (through aiosqlite) or PostgreSQL (through asyncpg).
+    """A :class:`~store.Backend` on SQLite (through aiosqlite, and sqlite3 on a thread of the
+    backend's own for commits) or PostgreSQL (through asyncpg).
 
     ``url`` is ``sqlite+aiosqlite:///path`` (see :meth:`sqlite_url`) or ``postgresql://...`` /
     ``postgres://...``. ``schema`` (PostgreSQL only) puts the tables in that schema, created if
@@ -164,9 +246,8 @@ class SqlBackend:
         self._engine: AsyncEngine | None = None
         # The same pool, but SQLite transactions opened through it take the write lock at BEGIN.
         self._write_engine: AsyncEngine | None = None
-        self._upsert_kv: Executable | None = None
-        self._upsert_alias: Executable | None = None
-        self._upsert_namespace: Executable | None = None
+        # SQLite only: the connection commits go through, outside the pool.
+        self._sqlite_writer: _SqliteWriter | None = None
 
     @staticmethod
     def sqlite_url(path: str | os.PathLike[str]) -> str:
@@ -190,17 +271,19 @@ class SqlBackend:
                 if self._schema is not None:
                     await conn.execute(CreateSchema(self._schema, if_not_exists=True))
                 await conn.run_sync(_metadata.create_all)
+            if self._sqlite and self._sqlite_writer is None:
+                self._sqlite_writer = await _SqliteWriter.open(self._connect_sqlite)
             # One read transaction: a consistent view of all four tables.
             async with engine.connect() as conn:
                 return await _load(conn)
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
             await self._dispose()
             raise _unavailable("open the store database", exc) from exc
 
     async def close(self) -> None:
         try:
             await self._dispose()
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
             raise _unavailable("close the store database", exc) from exc
 
     def _start_engine(self) -> None:
@@ -215,14 +298,24 @@ class SqlBackend:
             event.listen(engine.sync_engine, "begin", _on_begin)
             writer = engine.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"})
         self._engine, self._write_engine = engine, writer
-        dialect = engine.dialect.name
-        self._upsert_kv = _upsert(dialect, _kv, ("namespace", "key"))
-        self._upsert_alias = _upsert(dialect, _aliases, ("namespace", "alias"))
-        self._upsert_namespace = _upsert(dialect, _namespaces, ("name",))
+
+    def _connect_sqlite(self) -> sqlite3.Connection:
+        # The arguments aiosqlite gets from SQLAlchemy for the pool's connections, and the same
+        # settings: commits behave as they would through the pool.
+        engine, _ = self._engines()
+        (database,), options = engine.dialect.create_connect_args(self._url)
+        conn = sqlite3.connect(database, **options)
+        try:
+            self._on_connect(conn, None)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _on_connect(self, dbapi_connection: Any, _record: Any) -> None:
-        # Take transaction control away from the driver: _on_begin emits BEGIN itself, so that a
-        # writing transaction can ask for the write lock up front (SQLAlchemy's documented recipe).
+        # Take transaction control away from the driver: _on_begin (and _commit_sqlite) emit BEGIN
+        # themselves, so that a writing transaction can ask for the write lock up front
+        # (SQLAlchemy's documented recipe).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
@@ -234,9 +327,14 @@ class SqlBackend:
             cursor.close()
 
     async def _dispose(self) -> None:
+        sqlite_writer, self._sqlite_writer = self._sqlite_writer, None
         engine, self._engine, self._write_engine = self._engine, None, None
-        if engine is not None:
-            await engine.dispose()
+        try:
+            if sqlite_writer is not None:
+                await sqlite_writer.close()
+        finally:
+            if engine is not None:
+                await engine.dispose()
 
     def _engines(self) -> tuple[AsyncEngine, AsyncEngine]:
         if self._engine is None or self._write_engine is None:
@@ -247,28 +345,36 @@ class SqlBackend:
 
     async def commit(self, events: Sequence[Event], revisions: Mapping[str, int], prune: Prune) -> None:
         _, writer = self._engines()
-        assert self._upsert_kv is not None
-        assert self._upsert_alias is not None
-        assert self._upsert_namespace is not None
+        sqlite_writer = self._sqlite_writer
+        if self._sqlite and sqlite_writer is None:
+            raise Unavailable("the SQL store backend is not open")
         batch = _Batch.of(events, prune)
-        statements: list[tuple[Executable, list[dict[str, Any]]]] = [
-            (_log.insert(), batch.log),
-            (_DELETE_HISTORY, batch.history_cleared),
-            (_versions.insert(), batch.versions),
-            (_DELETE_KV, batch.kv_deleted),
-            (self._upsert_kv, batch.kv_upserted),
-            (_DELETE_ALIAS, batch.aliases_deleted),
-            (self._upsert_alias, batch.aliases_upserted),
-            (self._upsert_namespace, [{"name": ns, "revision": rev} for ns, rev in revisions.items()]),
-            (_PRUNE_LOG, [{"b_ns": ns, "b_upto": upto} for ns, upto in prune.log.items()]),
-            (_PRUNE_VERSIONS, batch.versions_pruned),
+        statements = [
+            (statement, rows)
+            for statement, rows in (
+                (_INSERT_LOG, batch.log),
+                (_DELETE_HISTORY, batch.history_cleared),
+                (_INSERT_VERSION, batch.versions),
+                (_DELETE_KV, batch.kv_deleted),
+                (_UPSERT_KV, batch.kv_upserted),
+                (_DELETE_ALIAS, batch.aliases_deleted),
+                (_UPSERT_ALIAS, batch.aliases_upserted),
+                (_UPSERT_NAMESPACE, list(revisions.items())),
+                (_PRUNE_LOG, list(prune.log.items())),
+                (_PRUNE_VERSIONS, batch.versions_pruned),
+            )
+            if rows
         ]
         try:
-            async with writer.begin() as conn:
-                for statement, rows in statements:
-                    if rows:
-                        await conn.execute(statement, rows)
-        except (SQLAlchemyError, OSError) as exc:
+            if sqlite_writer is not None:
+                sql = [(statement.sqlite_sql, rows) for statement, rows in statements]
+                await sqlite_writer.run(functools.partial(_commit_sqlite, statements=sql))
+            else:
+                async with writer.begin() as conn:
+                    for statement, rows in statements:
+                        params = [dict(zip(statement.params, row, strict=True)) for row in rows]
+                        await conn.execute(statement.core, params)
+        except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
             raise _unavailable("commit a batch", exc) from exc
 
     # -- reads -----------------------------------------------------------------------------------
@@ -305,14 +411,14 @@ class _Batch:
     a key set, deleted and set again within the batch ends as the events applied in order would
     leave it."""
 
-    log: list[dict[str, Any]] = field(default_factory=list)
-    kv_upserted: list[dict[str, Any]] = field(default_factory=list)
-    kv_deleted: list[dict[str, Any]] = field(default_factory=list)
-    history_cleared: list[dict[str, Any]] = field(default_factory=list)
-    versions: list[dict[str, Any]] = field(default_factory=list)
-    versions_pruned: list[dict[str, Any]] = field(default_factory=list)
-    aliases_upserted: list[dict[str, Any]] = field(default_factory=list)
-    aliases_deleted: list[dict[str, Any]] = field(default_factory=list)
+    log: list[_Row] = field(default_factory=list)
+    kv_upserted: list[_Row] = field(default_factory=list)
+    kv_deleted: list[_Row] = field(default_factory=list)
+    history_cleared: list[_Row] = field(default_factory=list)
+    versions: list[_Row] = field(default_factory=list)
+    versions_pruned: list[_Row] = field(default_factory=list)
+    aliases_upserted: list[_Row] = field(default_factory=list)
+    aliases_deleted: list[_Row] = field(default_factory=list)
 
     @classmethod
     def of(cls, events: Iterable[Event], prune: Prune) -> _Batch:
@@ -334,27 +440,65 @@ class _Batch:
                 added.pop(slot, None)
             else:
                 aliases[slot] = ev
-        for (ns, key), entry in final.items():
+        for slot, entry in final.items():
             if entry is None:
-                batch.kv_deleted.append({"b_ns": ns, "b_key": key})
+                batch.kv_deleted.append(slot)
             else:
-                batch.kv_upserted.append(_entry_row(entry))
-        batch.history_cleared = [{"b_ns": ns, "b_key": key} for ns, key in cleared]
+                batch.kv_upserted.append(_kv_row(entry))
+        batch.history_cleared = list(cleared)
         for slot, entries in added.items():
             # Versions the prune would drop at once are not written at all.
             upto = prune.versions.get(slot, 0)
-            batch.versions.extend(_entry_row(e) for e in entries if e.version > upto)
-        batch.versions_pruned = [
-            {"b_ns": ns, "b_key": key, "b_upto": upto} for (ns, key), upto in prune.versions.items()
-        ]
-        for (ns, name), ev in aliases.items():
+            batch.versions.extend(_version_row(e) for e in entries if e.version > upto)
+        batch.versions_pruned = [(ns, key, upto) for (ns, key), upto in prune.versions.items()]
+        for slot, ev in aliases.items():
             if ev.type is EventType.ALIAS_SET:
-                batch.aliases_upserted.append(
-                    {"namespace": ns, "alias": name, "target": ev.target, "revision": ev.revision}
-                )
+                batch.aliases_upserted.append((*slot, ev.target, ev.revision))
             else:
-                batch.aliases_deleted.append({"b_ns": ns, "b_key": name})
+                batch.aliases_deleted.append(slot)
         return batch
+
+
+def _commit_sqlite(conn: sqlite3.Connection, statements: Sequence[tuple[str, list[_Row]]]) -> None:
+    # BEGIN IMMEDIATE for the reason _on_begin gives.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for sql, rows in statements:
+            conn.executemany(sql, rows)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.rollback()
+        raise
+
+
+class _SqliteWriter:
+    """A SQLite connection with a thread of its own. :meth:`run` hands a function of the connection
+    to that thread, so a transaction of many statements costs the event loop one round trip. Calls
+    run one at a time, in the order they were made."""
+
+    def __init__(self, thread: ThreadPoolExecutor, conn: sqlite3.Connection) -> None:
+        self._thread = thread
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, connect: Callable[[], sqlite3.Connection]) -> _SqliteWriter:
+        # One worker, never more: the connection is only ever used from that thread.
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="peersync-sqlite-writer")
+        try:
+            conn = await asyncio.get_running_loop().run_in_executor(thread, connect)
+        except BaseException:
+            thread.shutdown(wait=False)
+            raise
+        return cls(thread, conn)
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, self._conn)
+
+    async def close(self) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._conn.close)
+        finally:
+            self._thread.shutdown(wait=False)
 
 
 async def _load(conn: AsyncConnection) -> LoadedState:
@@ -379,20 +523,6 @@ def _on_begin(conn: Connection) -> None:
     conn.exec_driver_sql(conn.get_execution_options().get(_BEGIN_OPTION, "BEGIN"))
 
 
-def _upsert(dialect: str, table: Table, keys: tuple[str, ...]) -> Executable:
-    """An INSERT that overwrites the non-key columns of a row whose primary key exists."""
-    index = [table.c[k] for k in keys]
-    if dialect == "postgresql":
-        pg = postgresql.insert(table)
-        return pg.on_conflict_do_update(
-            index_elements=index, set_={c.name: pg.excluded[c.name] for c in table.c if c.name not in keys}
-        )
-    lite = sqlite.insert(table)
-    return lite.on_conflict_do_update(
-        index_elements=index, set_={c.name: lite.excluded[c.name] for c in table.c if c.name not in keys}
-    )
-
-
 def _async_url(url: str) -> URL:
     try:
         parsed = make_url(url)
@@ -415,38 +545,72 @@ def _unavailable(what: str, exc: Exception) -> Unavailable:
     return Unavailable(f"could not {what}: {type(cause).__name__}: {cause}")
 
 
-def _log_row(ev: Event) -> dict[str, Any]:
+# Rows in the order of their table's columns (which _statement checks).
+
+
+def _log_row(ev: Event) -> _Row:
     entry = ev.entry
-    return {
-        "namespace": ev.namespace,
-        "revision": ev.revision,
-        "type": int(ev.type),
-        "key": ev.key,
-        "value": None if entry is None else entry.value,
-        "codec": None if entry is None else entry.codec,
-        "version": None if entry is None else entry.version,
-        "created": ev.created,
-        "target": ev.target,
-        "entry_revision": None if entry is None else entry.revision,
-        "created_at": None if entry is None else entry.created_at,
-        "updated_at": None if entry is None else entry.updated_at,
-        "expire_at": None if entry is None else entry.expire_at,
-        "at": ev.at,
-    }
+    if entry is None:
+        return (
+            ev.namespace,
+            ev.revision,
+            int(ev.type),
+            ev.key,
+            None,
+            None,
+            None,
+            ev.created,
+            ev.target,
+            None,
+            None,
+            None,
+            None,
+            ev.at,
+        )
+    return (
+        ev.namespace,
+        ev.revision,
+        int(ev.type),
+        ev.key,
+        entry.value,
+        entry.codec,
+        entry.version,
+        ev.created,
+        ev.target,
+        entry.revision,
+        entry.created_at,
+        entry.updated_at,
+        entry.expire_at,
+        ev.at,
+    )
 
 
-def _entry_row(entry: Entry) -> dict[str, Any]:
-    return {
-        "namespace": entry.namespace,
-        "key": entry.key,
-        "value": entry.value,
-        "codec": entry.codec,
-        "version": entry.version,
-        "revision": entry.revision,
-        "created_at": entry.created_at,
-        "updated_at": entry.updated_at,
-        "expire_at": entry.expire_at,
-    }
+def _kv_row(e: Entry) -> _Row:
+    return (
+        e.namespace,
+        e.key,
+        e.value,
+        e.codec,
+        e.version,
+        e.revision,
+        e.created_at,
+        e.updated_at,
+        e.expire_at,
+    )
+
+
+def _version_row(e: Entry) -> _Row:
+    return (
+        e.namespace,
+        e.key,
+        e.version,
+        e.value,
+        e.codec,
+        e.revision,
+        e.created_at,
+        e.updated_at,
+        e.expire_at,
+    )
 
 
 def _entry(row: Row[Any]) -> Entry:

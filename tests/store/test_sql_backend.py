@@ -9,13 +9,16 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from store import SqlBackend, Store, Unavailable
 from tests.store import durability_writer
+from tests.support import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 NS = "ns"
@@ -96,6 +99,62 @@ async def test_a_commit_blocked_by_another_writer_fails_whole_and_uses_no_revisi
         assert (await store.get(NS, "k")).value == b"1"
         entry, _ = await store.set(NS, "k", b"3", "raw")
         assert (entry.version, entry.revision) == (2, 2)
+
+
+async def test_a_commit_failing_midway_leaves_nothing_behind(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    async with Store(SqlBackend(SqlBackend.sqlite_url(path))) as store:
+        await store.set(NS, "k", b"1", "raw")
+        # Fails the key's row, which a commit writes after the log record and the version.
+        with closing(sqlite3.connect(path)) as db:
+            db.execute(
+                "CREATE TRIGGER poison BEFORE INSERT ON ps_kv WHEN NEW.key = 'poison' "
+                "BEGIN SELECT RAISE(ABORT, 'poisoned'); END"
+            )
+            db.commit()
+        with pytest.raises(Unavailable, match="poisoned"):
+            await store.set(NS, "poison", b"x", "raw")
+        # The failed batch's revision is free again: its log record was rolled back too.
+        entry, _ = await store.set(NS, "k", b"2", "raw")
+        assert (entry.version, entry.revision) == (2, 2)
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT key, revision FROM ps_log ORDER BY revision").fetchall() == [
+            ("k", 1),
+            ("k", 2),
+        ]
+        assert db.execute("SELECT key FROM ps_versions WHERE key = 'poison'").fetchall() == []
+
+
+@pytest.mark.parametrize(("synchronous", "level"), [("FULL", 2), ("NORMAL", 1)])
+async def test_every_connection_runs_with_the_synchronous_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synchronous: str, level: int
+) -> None:
+    # Commits and reads may use connections of their own; durability rests on every one of them.
+    opened: list[sqlite3.Connection] = []
+    connect = sqlite3.connect
+
+    def recording_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn: sqlite3.Connection = connect(*args, **kwargs)
+        opened.append(conn)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", recording_connect)
+    backend = SqlBackend(SqlBackend.sqlite_url(tmp_path / "store.sqlite"), synchronous=synchronous)
+    async with Store(backend) as store:
+        await store.set(NS, "k", b"1", "raw")
+        await store.set(NS, "k", b"2", "raw")
+        assert [e.value for e in await store.versions(NS, "k", limit=10)] == [b"2", b"1"]
+        # Idle now: the driver threads leave the connections alone while the test reads them.
+        assert opened
+        assert {conn.execute("PRAGMA synchronous").fetchone() for conn in opened} == {(level,)}
+
+
+async def test_a_closed_backend_leaves_no_thread_behind(tmp_path: Path) -> None:
+    before = set(threading.enumerate())
+    async with Store(SqlBackend(SqlBackend.sqlite_url(tmp_path / "store.sqlite"))) as store:
+        await store.set(NS, "k", b"v", "raw")
+        assert set(threading.enumerate()) > before
+    await eventually(lambda: set(threading.enumerate()) <= before, timeout=5)
 
 
 def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
