@@ -29,6 +29,7 @@ from store import (
 )
 
 from . import v1
+from ._cluster_watch import ClusterWatch
 from ._codecs import Codec, all_codecs, check_value
 from ._cursors import decode_cursor, encode_cursor
 from ._diff import Diff, diff_entries
@@ -363,16 +364,27 @@ class Service:
 
     def watch(
         self, namespaces: list[str], prefixes: list[str], start: Mapping[str, int] | None = None
-    ) -> Watch:
-        """A watch of ``namespaces`` (and keys under ``prefixes``), after ``start[ns]`` where given.
+    ) -> Watch | ClusterWatch:
+        """A watch of ``namespaces`` (and keys under ``prefixes``), after ``start[ns]`` where given,
+        wherever in the cluster they are owned.
 
-        Use as ``async with``; entering raises Compacted when a start is older than the log."""
+        Use as ``async with``; entering raises Compacted when a start is older than the log, and
+        OWNER_UNAVAILABLE when an owner cannot be reached."""
         self.limits.watch_filters(namespaces, prefixes)
         if start:
             for ns, revision in start.items():
                 self.limits.namespace(ns, "start")
                 self.limits.version(revision, "start")
-        return self.store.watch(namespaces, prefixes, start)
+        cluster = self.cluster
+        if (
+            cluster is None
+            or FORWARDED.get() is not None
+            or all(cluster.placement(ns).owner == cluster.node_id for ns in namespaces)
+        ):
+            return self.store.watch(namespaces, prefixes, start)
+        return ClusterWatch(
+            self.store, cluster, namespaces, prefixes, start, connect_timeout=cluster.options.connect_timeout
+        )
 
     # -- routing ---------------------------------------------------------------------------------
 

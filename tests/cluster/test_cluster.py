@@ -291,3 +291,42 @@ async def test_divergent_views_cause_no_forwarding_loop(harness: Harness) -> Non
                 200,
                 201,
             )
+
+
+async def test_watch_on_any_node_receives_events_of_namespaces_owned_elsewhere(harness: Harness) -> None:
+    import json
+
+    import httpx
+
+    from tests.support import sse_messages
+
+    form(harness, "a", "b", "c")
+    await converged(harness, {"a", "b", "c"}, timeout=5)
+    owners = {ns: harness.owner("a", ns)["owner"] for ns in NAMESPACES}
+    watched = [next(ns for ns, o in owners.items() if o == node) for node in "abc"]
+    with harness.http("b") as client:
+        for ns in watched:
+            assert client.put(f"/v1/namespaces/{ns}/keys/before", json={"value": 0}).status_code == 201
+    received: list[tuple[str, int, str]] = []
+    async with httpx.AsyncClient(base_url=harness.nodes["a"].http_url, timeout=10) as http:
+        params = {"namespaces": ",".join(watched), "after": 0}
+        async with http.stream("GET", "/v1/watch", params=params) as response:
+            assert response.status_code == 200
+            writes = 0
+            async with asyncio.timeout(15):
+                async for message in sse_messages(response):
+                    if message.event is None:
+                        if writes == 0:
+                            # Registered everywhere: write through another node.
+                            with harness.http("c") as client:
+                                for ns in watched:
+                                    client.put(f"/v1/namespaces/{ns}/keys/after", json={"value": 1})
+                            writes = 1
+                        continue
+                    data = json.loads(message.data)
+                    received.append((data["namespace"], data["revision"], data["key"]))
+                    if len(received) == 2 * len(watched):
+                        break
+    assert sorted(received) == sorted(
+        [(ns, 1, "before") for ns in watched] + [(ns, 2, "after") for ns in watched]
+    )
