@@ -604,5 +604,7 @@ def create_app(node: Node) -> Litestar:
         state=State({"node": node}),
         request_max_body_size=max_body(node),
         openapi_config=OpenAPIConfig(title="peersync", version="1", path="/schema"),
+        # Logging is configured once, by whoever runs the node (the CLI); the app must not redo it.
+        logging_config=None,
         debug=False,
     )
