@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import api
+import ownership
 import peersync
 import store
 
@@ -11,6 +12,7 @@ def test_store_surface() -> None:
     assert sorted(store.__all__) == [
         "Alias",
         "Backend",
+        "ClaimConflict",
         "ClientError",
         "Compacted",
         "Entry",
@@ -23,6 +25,8 @@ def test_store_surface() -> None:
         "Mode",
         "NamespaceInfo",
         "NotFound",
+        "NotOwner",
+        "OwnerUnavailable",
         "Page",
         "PeersyncError",
         "Prune",
@@ -41,13 +45,17 @@ def test_store_surface() -> None:
 def test_peersync_surface() -> None:
     assert sorted(peersync.__all__) == [
         "Address",
+        "Cluster",
+        "ClusterOptions",
         "Codec",
         "Diff",
         "EntryPage",
         "Limits",
+        "MembershipOptions",
         "NamespacePage",
         "Node",
         "NodeConfig",
+        "Placement",
         "Service",
         "codec_for",
         "decode_positions",
@@ -67,6 +75,6 @@ def test_api_surface() -> None:
 
 
 def test_every_exported_name_exists() -> None:
-    for module in (store, peersync, api):
+    for module in (store, ownership, peersync, api):
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"
