@@ -8,21 +8,11 @@ import msgspec
 from litestar import Request, Response, delete, get, put
 from litestar.params import FromPath, FromQuery
 
-from peersync import Node
 from peersync._cluster import Placement
 from peersync._overrides import Override
 from store import InvalidArgument, Unavailable
 
-from ._http import JSON, _decode, _split
-
-
-def _json(body: Any, status: int = 200) -> Response[bytes]:
-    return Response(msgspec.json.encode(body), status_code=status, media_type=JSON)
-
-
-def _node(request: Request[Any, Any, Any]) -> Node:
-    node: Node = request.app.state.node
-    return node
+from ._http import _decode, _json, _node, _split
 
 
 def placement_json(place: Placement) -> dict[str, Any]:
