@@ -17,6 +17,17 @@ from pathlib import Path
 # C code has no frame of its own: msgspec's time lands on the handler line that called it, SQLite's
 # on aiosqlite's worker line.
 _BUCKETS: tuple[tuple[str, str], ...] = (
+    # The node-to-node path of a forwarded request: peersync's link and stream code, grpclib's
+    # HTTP/2 gRPC, h2's framing (with hyperframe) and hpack's header coding, and protobuf messages
+    # (betterproto2 and the generated peersync/v1).
+    ("peersync/_forwarding.py", "peersync forwarding (links, streams)"),
+    ("api/_node_grpc.py", "peersync forwarding (links, streams)"),
+    ("grpclib/", "grpclib (gRPC over HTTP/2)"),
+    ("h2/", "h2 + hyperframe + hpack (HTTP/2 frames, headers)"),
+    ("hpack/", "h2 + hyperframe + hpack (HTTP/2 frames, headers)"),
+    ("hyperframe/", "h2 + hyperframe + hpack (HTTP/2 frames, headers)"),
+    ("betterproto2", "betterproto2 (protobuf encode/decode)"),
+    ("peersync/v1/", "betterproto2 (protobuf encode/decode)"),
     ("uvicorn/", "uvicorn + httptools (HTTP parsing, ASGI glue)"),
     ("httptools", "uvicorn + httptools (HTTP parsing, ASGI glue)"),
     ("litestar/", "Litestar (routing, kwargs, response)"),

@@ -79,6 +79,142 @@ class Verdict:
         return "PASS" if self.ratio >= self.goal else "MISS"
 
 
+# Forwarded req/s as a ratio of direct req/s for the same operation, store and settings.
+FORWARDED_TARGET = 0.7
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouteMeasurement:
+    """One load run against a two-node cluster: sent to the owner ``a`` (direct), or to ``b``,
+    which forwards every request to ``a`` (forwarded). Both nodes are measured either way."""
+
+    operation: str  # GET or PUT
+    store: str  # the nodes' engine: memory or sqlite
+    route: str  # direct or forwarded
+    load: LoadResult
+    owner_cpu: float  # seconds of the owner's CPU (user + system, all threads) during the run
+    owner_system: float
+    # The other node: the entry node of a forwarded run; idle but for gossip in a direct run.
+    peer_cpu: float
+    peer_system: float
+    generator_cpu: float
+    # Shares of the nodes' pinned CPU(s), as in Measurement; "other" excludes both nodes.
+    core_busy: float | None
+    core_other: float | None
+
+    def _per_request(self, seconds: float) -> float:
+        return seconds / self.load.requests * 1e6 if self.load.requests else 0.0
+
+    @property
+    def owner_us(self) -> float:
+        return self._per_request(self.owner_cpu)
+
+    @property
+    def peer_us(self) -> float:
+        return self._per_request(self.peer_cpu)
+
+    @property
+    def owner_system_us(self) -> float:
+        return self._per_request(self.owner_system)
+
+    @property
+    def peer_system_us(self) -> float:
+        return self._per_request(self.peer_system)
+
+    @property
+    def total_us(self) -> float:
+        return self._per_request(self.owner_cpu + self.peer_cpu)
+
+    @property
+    def nodes_share(self) -> float:
+        """Both nodes' CPU time over wall time: 1.0 is their one shared core busy all the time."""
+        return (self.owner_cpu + self.peer_cpu) / self.load.duration if self.load.duration else 0.0
+
+    @property
+    def generator_share(self) -> float:
+        return self.generator_cpu / self.load.duration if self.load.duration else 0.0
+
+
+def route_medians(measurements: list[RouteMeasurement]) -> list[RouteMeasurement]:
+    """For each (operation, store, route), the run with the median req/s (the lower of an even count)."""
+    groups: dict[tuple[str, str, str], list[RouteMeasurement]] = {}
+    for m in measurements:
+        groups.setdefault((m.operation, m.store, m.route), []).append(m)
+    out = []
+    for runs in groups.values():
+        ordered = sorted(runs, key=lambda m: m.load.rps)
+        out.append(ordered[(len(ordered) - 1) // 2])
+    return out
+
+
+def route_verdicts(measurements: list[RouteMeasurement], max_other: float) -> list[Verdict]:
+    """Forwarded over direct req/s for each operation and store measured both ways."""
+    direct = {(m.operation, m.store): m for m in measurements if m.route == "direct"}
+    out = []
+    for m in measurements:
+        base = direct.get((m.operation, m.store))
+        if m.route == "forwarded" and base is not None and base.load.rps:
+            out.append(
+                Verdict(
+                    operation=m.operation,
+                    target=m.store,
+                    ratio=m.load.rps / base.load.rps,
+                    goal=FORWARDED_TARGET,
+                    errors=m.load.errors + base.load.errors,
+                    disturbed=any((x.core_other or 0) > max_other for x in (m, base)),
+                )
+            )
+    return out
+
+
+def route_table(measurements: list[RouteMeasurement], max_other: float) -> str:
+    """A Markdown table of direct and forwarded runs, forwarded with its ratio to direct."""
+    by_key = {(v.operation, v.target): v for v in route_verdicts(measurements, max_other)}
+    header = [
+        "operation",
+        "store",
+        "route",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "a (owner) µs/req",
+        "b µs/req",
+        "a+b µs/req",
+        "a+b CPU",
+        "other CPU",
+        "gen CPU",
+        "errors",
+        "vs direct",
+        "goal",
+        "result",
+    ]
+    rows = [header]
+    order = {"direct": 0, "forwarded": 1}
+    for m in sorted(measurements, key=lambda m: (m.operation, m.store, order.get(m.route, 2))):
+        v = by_key.get((m.operation, m.store)) if m.route == "forwarded" else None
+        rows.append(
+            [
+                m.operation,
+                m.store,
+                "direct to a" if m.route == "direct" else "b -> a",
+                f"{m.load.rps:,.0f}",
+                f"{m.load.p50_ms:.2f}",
+                f"{m.load.p99_ms:.2f}",
+                f"{m.owner_us:,.0f}",
+                f"{m.peer_us:,.0f}",
+                f"{m.total_us:,.0f}",
+                f"{m.nodes_share:.0%}",
+                f"{m.core_other:.0%}" if m.core_other is not None else "",
+                f"{m.generator_share:.0%}",
+                str(m.load.errors),
+                f"{v.ratio:.2f}x" if v else "",
+                f">= {v.goal}x" if v else "",
+                v.result if v else "",
+            ]
+        )
+    return markdown(rows, numeric=set(range(3, 14)))
+
+
 def verdicts(measurements: list[Measurement], max_other: float) -> list[Verdict]:
     """The ratio to etcd of every peersync measurement that has an etcd counterpart; ``max_other``
     is the share of the server CPU other processes may take before the ratio is called noisy."""
@@ -151,8 +287,12 @@ def table(measurements: list[Measurement], max_other: float) -> str:
                 v.result if v else "",
             ]
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    numeric = {2, 3, 4, 5, 6, 7, 8, 9, 10}
+    return markdown(rows, numeric={2, 3, 4, 5, 6, 7, 8, 9, 10})
+
+
+def markdown(rows: list[list[str]], numeric: set[int]) -> str:
+    """``rows`` (the first is the header) as a Markdown table, numeric columns right-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for n, row in enumerate(rows):
         cells = [
@@ -220,14 +360,61 @@ def _as_json(m: Measurement) -> dict[str, Any]:
     }
 
 
+def route_json(m: RouteMeasurement) -> dict[str, Any]:
+    load = asdict(m.load)
+    load.pop("output")
+    return {
+        "operation": m.operation,
+        "store": m.store,
+        "route": m.route,
+        **load,
+        "rps": m.load.rps,
+        "owner_cpu_seconds": m.owner_cpu,
+        "owner_system_seconds": m.owner_system,
+        "peer_cpu_seconds": m.peer_cpu,
+        "peer_system_seconds": m.peer_system,
+        "owner_cpu_us_per_request": m.owner_us,
+        "peer_cpu_us_per_request": m.peer_us,
+        "owner_system_us_per_request": m.owner_system_us,
+        "peer_system_us_per_request": m.peer_system_us,
+        "nodes_cpu_us_per_request": m.total_us,
+        "nodes_cpu_share": m.nodes_share,
+        "server_core_busy_share": m.core_busy,
+        "server_core_other_share": m.core_other,
+        "generator_cpu_seconds": m.generator_cpu,
+        "generator_cpu_share": m.generator_share,
+    }
+
+
+def forwarding_json(
+    results: list[RouteMeasurement], runs: list[RouteMeasurement], max_other: float
+) -> dict[str, Any]:
+    return {
+        "results": [route_json(m) for m in results],
+        "ratios": [
+            {
+                "operation": v.operation,
+                "store": v.target,
+                "forwarded_over_direct": v.ratio,
+                "goal": v.goal,
+                "result": v.result,
+            }
+            for v in route_verdicts(results, max_other)
+        ],
+        "runs": [route_json(m) for m in runs],
+    }
+
+
 def write_json(
     path: Path,
     meta: dict[str, Any],
     results: list[Measurement],
     runs: list[Measurement],
     max_other: float,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """``results`` (one per operation and target) with their ratios to etcd, and every run."""
+    """``results`` (one per operation and target) with their ratios to etcd, every run, and
+    ``extra`` (the cluster parts' sections)."""
     ratios = [
         {
             "operation": v.operation,
@@ -243,5 +430,6 @@ def write_json(
         "results": [_as_json(m) for m in results],
         "ratios": ratios,
         "runs": [_as_json(m) for m in runs],
+        **(extra or {}),
     }
     path.write_text(json.dumps(document, indent=2) + "\n")

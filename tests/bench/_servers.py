@@ -23,6 +23,7 @@ from ._load import Workload
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 _PEERSYNC_LISTENING = re.compile(r"peersync listening: http=(\S+) grpc=(\S+)")
+_GOSSIP_SUBSCRIBED = "gossip subscribed"
 
 # Seconds a server gets to start, and to stop after SIGTERM before it is killed.
 START_TIMEOUT = 30.0
@@ -121,6 +122,8 @@ class ServerProcess:
         self._proc: subprocess.Popen[str] | None = None
         self._lines: list[str] = []
         self._reader: threading.Thread | None = None
+        # Monotonic time just before the process was started.
+        self.spawned_at: float | None = None
 
     @property
     def pid(self) -> int:
@@ -128,6 +131,12 @@ class ServerProcess:
         return self._proc.pid
 
     def start(self) -> None:
+        self.spawn()
+        self.wait_ready()
+
+    def spawn(self) -> None:
+        """Start the process and return at once; ``wait_ready`` waits until it serves."""
+        self.spawned_at = time.monotonic()
         # taskset execs the command, so the pid is the server's own.
         self._proc = subprocess.Popen(
             self._argv,
@@ -139,13 +148,30 @@ class ServerProcess:
         )
         self._reader = threading.Thread(target=self._read, args=(self._proc,), daemon=True)
         self._reader.start()
+
+    def wait_ready(self) -> None:
+        assert self._proc is not None, "not spawned"
         deadline = time.monotonic() + START_TIMEOUT
         while not self._ready():
             if self._proc.poll() is not None:
                 raise RuntimeError(f"{self.label} exited with {self._proc.returncode}:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.label} did not start within {START_TIMEOUT}s:\n{self.log_tail()}")
-            time.sleep(0.05)
+            time.sleep(0.01)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def kill(self) -> float:
+        """SIGKILL, as a crash would; returns the monotonic time the signal was sent. Reaps it."""
+        assert self._proc is not None, "not started"
+        killed_at = time.monotonic()
+        self._proc.kill()
+        self._proc.wait(STOP_TIMEOUT)
+        if self._reader is not None:
+            self._reader.join(5)
+        return killed_at
 
     def _ready(self) -> bool:
         raise NotImplementedError
@@ -206,7 +232,13 @@ class PeersyncServer(ServerProcess):
     """``peersync serve`` on free loopback ports; ``store`` is ``sqlite`` (in ``data_dir``) or ``memory``."""
 
     def __init__(
-        self, *, store: str, data_dir: Path, pinning: Pinning, extra_args: Sequence[str] = ()
+        self,
+        *,
+        store: str,
+        data_dir: Path,
+        pinning: Pinning,
+        extra_args: Sequence[str] = (),
+        label: str | None = None,
     ) -> None:
         argv = [
             *pinning.server_prefix(),
@@ -226,12 +258,20 @@ class PeersyncServer(ServerProcess):
         ]
         # The source tree first, so the benchmark measures the checkout it lives in.
         pythonpath = os.pathsep.join(p for p in (str(_REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-        super().__init__(f"peersync-{store}", argv, env={"PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1"})
+        env = {"PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1"}
+        super().__init__(label or f"peersync-{store}", argv, env=env)
         self._listening = threading.Event()
+        # Monotonic time the reader thread saw the "peersync listening" line.
+        self.listening_at: float | None = None
+        # ... and the first "gossip subscribed" line (a cluster member's gossip is connected).
+        self.subscribed_at: float | None = None
 
     def _on_line(self, line: str) -> None:
+        if self.subscribed_at is None and _GOSSIP_SUBSCRIBED in line:
+            self.subscribed_at = time.monotonic()
         found = _PEERSYNC_LISTENING.search(line)
         if found:
+            self.listening_at = time.monotonic()
             self.base_url = f"http://{found.group(1)}"
             self._listening.set()
 
