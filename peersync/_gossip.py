@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 
 from store import Unavailable
 
-from ._membership import Broadcast, Membership, Refute
+from ._membership import Broadcast, Membership, Refute, State
 from ._messages import BadMessage, Heartbeat, Left, MemberRecord, Message, Suspect, decode, encode
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,6 @@ class InProcessTransport:
     def __init__(self, hub: InProcessHub) -> None:
         self._hub = hub
         self._reachable = True
-        self._listener: TransportListener | None = None
         self._events: asyncio.Queue[_Event] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
 
@@ -139,7 +138,6 @@ class InProcessTransport:
     async def start(self, listener: TransportListener) -> None:
         if self._reader is not None:
             raise RuntimeError("the transport is already started")
-        self._listener = listener
         self._reader = asyncio.create_task(self._read(listener), name="gossip-inprocess-reader")
         if self._reachable:
             self._hub._transports.add(self)
@@ -150,7 +148,6 @@ class InProcessTransport:
         reader, self._reader = self._reader, None
         if reader is not None:
             await _cancel(reader)
-        self._listener = None
 
     def set_reachable(self, reachable: bool) -> None:
         """Lose (False) or regain (True) the hub, reporting it to the listener as a real
@@ -170,24 +167,26 @@ class InProcessTransport:
     def _deliver(self, data: bytes) -> None:
         self._events.put_nowait(("message", data))
 
-    def _check(self) -> None:
+    async def _reach(self) -> None:
+        # Yield as real I/O would, so a caller's loop of operations cannot starve the event loop.
+        await asyncio.sleep(0)
         if not self.connected:
             raise TransportUnavailable("the in-process gossip hub is unreachable")
 
     async def publish(self, data: bytes) -> None:
-        self._check()
+        await self._reach()
         self._hub._publish(bytes(data))
 
     async def register(self, member_id: str, entry: bytes, ttl: float) -> None:
-        self._check()
+        await self._reach()
         self._hub._register(member_id, bytes(entry), ttl)
 
     async def deregister(self, member_id: str) -> None:
-        self._check()
+        await self._reach()
         self._hub._entries.pop(member_id, None)
 
     async def registry(self) -> list[bytes]:
-        self._check()
+        await self._reach()
         return self._hub._registry()
 
     async def _read(self, listener: TransportListener) -> None:
@@ -553,7 +552,11 @@ class Gossip:
         if self._running:
             raise RuntimeError("gossip is already running")
         self._running = True
-        await self.transport.start(_Listener(self))
+        try:
+            await self.transport.start(_Listener(self))
+        except BaseException:
+            self._running = False
+            raise
         loops: dict[str, Callable[[], Awaitable[None]]] = {
             "heartbeat": self._heartbeat_loop,
             "tick": self._tick_loop,
@@ -653,7 +656,7 @@ class Gossip:
             self._call("on_clock", self._on_clock, msg.clock)
         view = self.membership.get(peer.id)
         # Only the live peer's current incarnation speaks for its state.
-        if view is None or view.record != peer or view.id not in self.membership.alive_ids():
+        if view is None or view.record != peer or view.state not in (State.ALIVE, State.SUSPECT):
             return
         if self._on_digest_mismatch is None or msg.digest == self._digest():
             return
@@ -689,10 +692,15 @@ class Gossip:
             await asyncio.sleep(self.options.heartbeat_interval)
 
     async def _heartbeat_loop(self) -> None:
+        # At a fixed rate: the time an announcement takes does not stretch the interval.
+        loop = asyncio.get_running_loop()
+        interval = self.options.heartbeat_interval
+        due = loop.time()
         while True:
             if self.transport.connected:
                 await self._announce()
-            await asyncio.sleep(self.options.heartbeat_interval)
+            due = max(due + interval, loop.time())
+            await asyncio.sleep(due - loop.time())
 
     async def _tick_loop(self) -> None:
         # Wake at the next deadline, so detection is as prompt as configured, and at least twice per
