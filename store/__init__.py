@@ -23,8 +23,8 @@ from ._watch import Watch
 
 __all__ = [
     "Alias",
-    "ClaimConflict",
     "Backend",
+    "ClaimConflict",
     "ClientError",
     "Compacted",
     "Entry",

@@ -8,7 +8,6 @@ import store
 from api import HTTP_STATUS
 from api._grpc import STATUS_BY_REASON
 
-
 # BAD_MESSAGE belongs to gossip: such messages are dropped and counted, never an answer to a client.
 # INTERNAL is the base classes' placeholder, not a reason anything raises.
 _NEVER_ANSWERED = {"BAD_MESSAGE", "INTERNAL"}

@@ -313,7 +313,7 @@ async def test_watch_on_any_node_receives_events_of_namespaces_owned_elsewhere(h
             assert client.put(f"/v1/namespaces/{ns}/keys/before", json={"value": 0}).status_code == 201
     received: list[tuple[str, int, str]] = []
     async with httpx.AsyncClient(base_url=harness.nodes["a"].http_url, timeout=10) as http:
-        params = {"namespaces": ",".join(watched), "after": 0}
+        params: dict[str, str | int] = {"namespaces": ",".join(watched), "after": 0}
         async with http.stream("GET", "/v1/watch", params=params) as response:
             assert response.status_code == 200
             writes = 0
