@@ -43,15 +43,24 @@ class FastPath:
     async def __call__(self, asgi_scope: Scope, receive: Receive, asgi_send: Send) -> None:
         # Plain mappings inside: the framework's TypedDicts describe every scope type at once.
         scope = cast(dict[str, Any], asgi_scope)
-        token = REQUEST_ID.set(_request_id(scope)) if scope["type"] == "http" else None
+        if scope["type"] != "http":
+            await self._app(asgi_scope, receive, asgi_send)
+            return
+        headers = _headers(scope)
+        # The client's X-Request-ID, so that a forwarded request can be traced on the owner.
+        token = REQUEST_ID.set(headers.get("x-request-id", "")[:128] or None)
         try:
-            await self._dispatch(asgi_scope, scope, receive, asgi_send)
+            await self._dispatch(asgi_scope, scope, headers, receive, asgi_send)
         finally:
-            if token is not None:
-                REQUEST_ID.reset(token)
+            REQUEST_ID.reset(token)
 
     async def _dispatch(
-        self, asgi_scope: Scope, scope: dict[str, Any], receive: Receive, asgi_send: Send
+        self,
+        asgi_scope: Scope,
+        scope: dict[str, Any],
+        headers: dict[str, str],
+        receive: Receive,
+        asgi_send: Send,
     ) -> None:
         send = cast(Any, asgi_send)
         target = self._target(scope)
@@ -59,7 +68,6 @@ class FastPath:
             await self._app(asgi_scope, receive, asgi_send)
             return
         ns, key = target
-        headers = _headers(scope)
         if scope["method"] == "GET" and headers.get("accept", "").startswith("application/octet-stream"):
             await self._app(asgi_scope, receive, asgi_send)
             return
@@ -82,7 +90,7 @@ class FastPath:
 
     def _target(self, scope: dict[str, Any]) -> tuple[str, str] | None:
         """(namespace, key) when this is a request the fast path serves, else None."""
-        if scope["type"] != "http" or scope["method"] not in _METHODS or scope.get("query_string"):
+        if scope["method"] not in _METHODS or scope.get("query_string"):
             return None
         raw = scope.get("raw_path")
         path = unquote(raw.decode("latin-1")) if raw else scope["path"]
@@ -137,15 +145,6 @@ class FastPath:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
-
-
-def _request_id(scope: dict[str, Any]) -> str | None:
-    """The client's X-Request-ID, so a forwarded request can be traced on the owner."""
-    for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            text: str = value.decode("latin-1")[:128]
-            return text
-    return None
 
 
 def _headers(scope: dict[str, Any]) -> dict[str, str]:

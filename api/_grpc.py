@@ -22,10 +22,11 @@ from peersync._wire import (
     diff_to_wire,
     entry_to_wire,
     event_to_wire,
+    mode_from_wire,
     namespace_to_wire,
     snapshot_to_wire,
 )
-from store import Compacted, InvalidArgument, Mode, PeersyncError
+from store import Compacted, PeersyncError
 
 if TYPE_CHECKING:
     # What grpclib's Server accepts; grpclib has no public name for it.
@@ -47,13 +48,6 @@ STATUS_BY_REASON: Final[Mapping[str, Status]] = {
     "NOT_OWNER": Status.UNAVAILABLE,
     "OWNER_UNAVAILABLE": Status.UNAVAILABLE,
     "CLAIM_CONFLICT": Status.ALREADY_EXISTS,
-}
-
-_MODES: Final[Mapping[v1.Mode, Mode]] = {
-    v1.Mode.UNSPECIFIED: Mode.UPSERT,
-    v1.Mode.UPSERT: Mode.UPSERT,
-    v1.Mode.CREATE: Mode.CREATE,
-    v1.Mode.UPDATE: Mode.UPDATE,
 }
 
 
@@ -87,7 +81,7 @@ class KvService(v1.KvBase):
                 message.key,
                 message.value,
                 message.codec,
-                mode=_mode(message.mode),
+                mode=mode_from_wire(message.mode),
                 if_version=message.if_version,
                 ttl=message.ttl_seconds,
             )
@@ -228,13 +222,3 @@ def to_grpc_error(exc: PeersyncError, rpc: str) -> GRPCError:
     if status is Status.INTERNAL:
         log.warning("gRPC %s failed with %s: %s", rpc, exc.reason, exc.detail)
     return GRPCError(status, f"{exc.reason}: {exc.detail}")
-
-
-# -- proto -> Python ------------------------------------------------------------------------------
-
-
-def _mode(mode: v1.Mode) -> Mode:
-    found = _MODES.get(mode)
-    if found is None:
-        raise InvalidArgument(f"unknown mode {int(mode)}", field="mode")
-    return found

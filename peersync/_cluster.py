@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError, StreamTerminatedError
@@ -122,7 +122,6 @@ class Cluster:
         )
         self._claimed_here: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._listeners: list[Callable[[], None]] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -156,15 +155,6 @@ class Cluster:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.ownership.stop()
-
-    async def abort(self) -> None:
-        """Stop without saying goodbye (tests use it to look like a crash)."""
-        await self.gossip.abort()
-        await self.ownership.stop()
-
-    def on_change(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` whenever placements may have changed (ring or overrides)."""
-        self._listeners.append(listener)
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -382,10 +372,8 @@ class Cluster:
             self.ring = Ring(members)
             self._present = frozenset(members)
             log.info("ring %s: %s", self.ring.version, ", ".join(members))
-            self._notify()
 
     def _overrides_changed(self) -> None:
-        self._notify()
         lost = [
             ns
             for ns in self._claimed_here
@@ -404,15 +392,8 @@ class Cluster:
         except OwnershipError as exc:
             log.warning("could not release superseded claim on %s: %s", namespace, exc)
 
-    def _notify(self) -> None:
-        for listener in self._listeners:
-            try:
-                listener()
-            except Exception:
-                log.exception("cluster change listener failed")
-
-    def _spawn(self, coro: object, name: str) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
 from grpclib.client import Channel
@@ -152,10 +152,9 @@ class ClusterWatch:
             asyncio.create_task(self._pump_remote(owner, replies), name=f"cluster-watch-{owner}")
         )
 
-    async def _pump_remote(self, owner: str, replies: object) -> None:
-        iterator = replies.__aiter__()  # type: ignore[attr-defined]
+    async def _pump_remote(self, owner: str, replies: AsyncIterator[v1.WatchResponse]) -> None:
         try:
-            async for reply in iterator:
+            async for reply in replies:
                 kind, body = which(reply, "kind")
                 if kind == "event":
                     assert isinstance(body, v1.Event)

@@ -183,11 +183,6 @@ class Forwarder:
             link = self._links[peer_id] = PeerLink(peer_id, address, connect_timeout=self._connect_timeout)
         return link
 
-    def drop(self, peer_id: str) -> None:
-        link = self._links.pop(peer_id, None)
-        if link is not None:
-            self._retire(link)
-
     def _retire(self, link: PeerLink) -> None:
         # Closing needs no await to take effect: the waiters are failed synchronously.
         link._broken(f"dropping the link to {link.peer_id}")

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from store import InvalidArgument, ValueTooLarge
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# C0 and C1 control characters and DEL.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # The last segment of a multi-segment key may not be one of these: REST addresses a key's history
 # and diff as /keys/{key}/versions and /keys/{key}/diff.
 RESERVED_SUFFIXES = frozenset({"versions", "diff"})
@@ -67,7 +69,7 @@ class Limits:
             raise InvalidArgument(f"{field} is not valid Unicode text", field=field) from exc
         if size > self.max_key_bytes:
             raise InvalidArgument(f"{field} is {size} bytes; the limit is {self.max_key_bytes}", field=field)
-        if any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in text):
+        if _CONTROL.search(text):
             raise InvalidArgument(f"{field} contains a control character", field=field)
 
     def value(self, value: bytes) -> bytes:

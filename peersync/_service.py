@@ -39,6 +39,7 @@ from ._wire import (
     alias_from_wire,
     diff_from_wire,
     entry_from_wire,
+    mode_to_wire,
     namespace_from_wire,
     snapshot_from_wire,
 )
@@ -49,8 +50,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-_MODES = {Mode.UPSERT: v1.Mode.UPSERT, Mode.CREATE: v1.Mode.CREATE, Mode.UPDATE: v1.Mode.UPDATE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +126,7 @@ class Service:
                     value=value,
                     codec=codec,
                     ttl_seconds=ttl,
-                    mode=_MODES[mode],
+                    mode=mode_to_wire(mode),
                     if_version=if_version,
                 )
             ),
@@ -462,8 +461,8 @@ class Service:
                 applied_unknown=write,
             ) from exc
         name, value = which(reply, "result")
-        if name == "failure":
-            raise error_from_failure(value)  # type: ignore[arg-type]
+        if isinstance(value, v1.Failure):
+            raise error_from_failure(value)
         if not name:
             raise OwnerUnavailable(f"the owner {owner!r} sent an empty reply", owner=owner)
         return value

@@ -10,11 +10,26 @@ from typing import Any
 
 import msgspec
 
-from store import Alias, Entry, Event, EventType, NamespaceInfo, Snapshot
+from store import Alias, Entry, Event, EventType, InvalidArgument, Mode, NamespaceInfo, Snapshot
 
 from . import v1
 from ._codecs import Codec
 from ._diff import Diff
+
+_MODES_TO_WIRE = {Mode.UPSERT: v1.Mode.UPSERT, Mode.CREATE: v1.Mode.CREATE, Mode.UPDATE: v1.Mode.UPDATE}
+# UNSPECIFIED, a client that set no mode, means upsert.
+_MODES_FROM_WIRE = {v1.Mode.UNSPECIFIED: Mode.UPSERT, **{w: m for m, w in _MODES_TO_WIRE.items()}}
+
+
+def mode_to_wire(mode: Mode) -> v1.Mode:
+    return _MODES_TO_WIRE[mode]
+
+
+def mode_from_wire(mode: v1.Mode) -> Mode:
+    found = _MODES_FROM_WIRE.get(mode)
+    if found is None:
+        raise InvalidArgument(f"unknown mode {int(mode)}", field="mode")
+    return found
 
 
 def entry_to_wire(entry: Entry) -> v1.Entry:
