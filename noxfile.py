@@ -88,7 +88,8 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def proto(session: nox.Session) -> None:
-    """Regenerate the gRPC code; fail on drift unless called with ``-- --write``."""
+    """Regenerate the gRPC code (betterproto2, and protobuf's *_pb2 modules for the node-to-node
+    hot path); fail on drift unless called with ``-- --write``."""
     if session.posargs not in ([], ["--write"]):
         session.error(f"unknown arguments {session.posargs}: the only one is --write")
     write = session.posargs == ["--write"]
@@ -132,6 +133,8 @@ def _generate(session: nox.Session) -> dict[str, bytes]:
         scratch = Path(tmp)
         out = scratch / "out"
         out.mkdir()
+        pb_out = scratch / "pb"
+        pb_out.mkdir()
         (scratch / "ruff.toml").write_text(GENERATOR_RUFF_TOML)
         with session.chdir(scratch):
             session.run(
@@ -141,6 +144,17 @@ def _generate(session: nox.Session) -> dict[str, bytes]:
                 f"--proto_path={PROTO_ROOT}",
                 f"--python_betterproto2_out={out}",
                 "--python_betterproto2_opt=client_generation=async,server_generation=async",
+                *(str(p) for p in protos),
+            )
+            # Google's protobuf modules of the same contracts, for the node-to-node hot path: their
+            # C (upb) codec encodes a forwarded request in about 1.5 us where betterproto2 takes 36.
+            session.run(
+                "python",
+                "-m",
+                "grpc_tools.protoc",
+                f"--proto_path={PROTO_ROOT}",
+                f"--python_out={pb_out}",
+                f"--pyi_out={pb_out}",
                 *(str(p) for p in protos),
             )
         produced = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
@@ -160,4 +174,11 @@ def _generate(session: nox.Session) -> dict[str, bytes]:
         }
         if "py.typed" in produced:
             files["py.typed"] = (out / "py.typed").read_bytes()
+        for proto in protos:
+            for suffix in ("_pb2.py", "_pb2.pyi"):
+                name = proto.stem + suffix
+                path = pb_out / PROTO_PACKAGE / name
+                if not path.is_file():
+                    session.error(f"protoc did not write {PROTO_PACKAGE}/{name}")
+                files[name] = path.read_bytes()
         return files

@@ -1,8 +1,10 @@
 """The node-to-node gRPC service (``peersync.v1.Node``): forwarded requests, state sync, claims.
 
-A forwarded request is served by the same :class:`~api.KvService` handler a client's request would
-be, inside a context that marks it forwarded: the service then answers NOT_OWNER instead of
-forwarding again, and errors come back as a ``Failure`` carrying everything the sender needs.
+A forwarded request is served inside a context that marks it forwarded: the service then answers
+NOT_OWNER instead of forwarding again, and errors come back as a ``Failure`` carrying everything the
+sender needs. The ``Forward`` stream speaks protobuf's own message classes (see
+:mod:`peersync._forwarding`): get, set and delete are served straight from them; the other operations
+go through the same :class:`~api.KvService` handler a client's request would.
 """
 
 from __future__ import annotations
@@ -10,16 +12,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grpclib import GRPCError, Status
+from grpclib.const import Cardinality, Handler
 
 from peersync import Node, v1
 from peersync._cluster import override_to_wire
-from peersync._forwarding import FORWARDED, failure_from_error, which
+from peersync._forwarding import FORWARD_ROUTE, FORWARDED, MAX_BATCH, failure_from_error, which
+from peersync._wire import entry_into_pb, from_pb, mode_from_wire, to_pb
+from peersync.v1 import kv_pb2, node_pb2
 from store import PeersyncError
 
 from ._grpc import KvService, status_from_errors, to_grpc_error
+
+if TYPE_CHECKING:
+    from grpclib.server import Stream
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +40,13 @@ class NodeService(v1.NodeBase):
     def __init__(self, node: Node, kv: KvService) -> None:
         self._node = node
         self._kv = kv
+        # Served from protobuf messages directly: the operations clients send most.
+        self._hot: dict[str, Callable[[Any, node_pb2.ForwardReply], Awaitable[None]]] = {
+            "get": self._get,
+            "set": self._set,
+            "delete": self._delete,
+        }
         self._ops: dict[str, Callable[[Any], Awaitable[Any]]] = {
-            "get": kv.get,
-            "set": kv.set,
-            "delete": kv.delete,
             "list": kv.list,
             "delete_prefix": kv.delete_prefix,
             "get_versions": kv.get_versions,
@@ -48,64 +59,130 @@ class NodeService(v1.NodeBase):
             "local_namespaces": kv.list_namespaces,
         }
 
-    async def forward(self, messages: AsyncIterator[v1.ForwardRequest]) -> AsyncIterator[v1.ForwardReply]:
-        replies: asyncio.Queue[v1.ForwardReply | None] = asyncio.Queue()
+    def __mapping__(self) -> dict[str, Handler]:
+        mapping = super().__mapping__()
+        # The generated handler would decode with betterproto2; this stream uses protobuf's classes.
+        mapping[FORWARD_ROUTE] = Handler(
+            self._forward,
+            Cardinality.STREAM_STREAM,
+            node_pb2.ForwardBatch,
+            node_pb2.ForwardReplyBatch,
+        )
+        return mapping
+
+    async def _forward(self, stream: Stream[node_pb2.ForwardBatch, node_pb2.ForwardReplyBatch]) -> None:
+        """Serve a peer's forwarding stream: every request concurrently, replies batched as they are
+        ready (all that finished while the previous batch was being sent go out together)."""
+        ready: list[node_pb2.ForwardReply] = []
+        wakeup = asyncio.Event()
         slots = asyncio.Semaphore(_IN_FLIGHT)
         running: set[asyncio.Task[None]] = set()
 
-        async def serve(request: v1.ForwardRequest) -> None:
+        async def serve(request: node_pb2.ForwardRequest) -> None:
             try:
-                replies.put_nowait(await self._serve(request))
+                ready.append(await self._serve(request))
+                wakeup.set()
             finally:
                 slots.release()
 
         async def read() -> None:
             try:
-                async for request in messages:
-                    await slots.acquire()
-                    task = asyncio.create_task(serve(request))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
+                async for batch in stream:
+                    for request in batch.requests:
+                        await slots.acquire()
+                        task = asyncio.create_task(serve(request))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
                 if running:
                     await asyncio.gather(*running, return_exceptions=True)
             finally:
-                replies.put_nowait(None)
+                wakeup.set()
 
         reader = asyncio.create_task(read(), name="forward-receiver")
         try:
-            while (reply := await replies.get()) is not None:
-                yield reply
+            while True:
+                await wakeup.wait()
+                # As on the sending side: let what is about to finish join this batch.
+                await asyncio.sleep(0)
+                wakeup.clear()
+                while ready:
+                    batch = ready[:MAX_BATCH]
+                    del ready[:MAX_BATCH]
+                    await stream.send_message(node_pb2.ForwardReplyBatch(replies=batch))
+                if reader.done():
+                    break
         finally:
             reader.cancel()
             for task in list(running):
                 task.cancel()
 
-    async def _serve(self, request: v1.ForwardRequest) -> v1.ForwardReply:
-        name, op = which(request, "op")
-        handler = self._ops.get(name)
-        if handler is None:
-            failure = v1.Failure(reason="INVALID_ARGUMENT", detail=f"unknown forwarded operation {name!r}")
-            return v1.ForwardReply(id=request.id, failure=failure)
-        caller = request.caller or v1.Caller()
+    async def _serve(self, request: node_pb2.ForwardRequest) -> node_pb2.ForwardReply:
+        reply = node_pb2.ForwardReply(id=request.id)
+        name = request.WhichOneof("op")
+        hot = self._hot.get(name or "")
+        handler = self._ops.get(name or "")
+        if name is None or (hot is None and handler is None):
+            reply.failure.reason = "INVALID_ARGUMENT"
+            reply.failure.detail = f"unknown forwarded operation {name!r}"
+            return reply
+        caller = request.caller
         token = FORWARDED.set(caller)
         try:
             log.debug("forwarded %s from %s request_id=%s", name, caller.origin, caller.request_id)
             async with asyncio.timeout(max(request.timeout_ms, 1) / 1000):
-                result = await handler(op)
-            return v1.ForwardReply(id=request.id, **{name: result})
+                if hot is not None:
+                    await hot(getattr(request, name), reply)
+                else:
+                    assert handler is not None
+                    reply = await self._bridged(request, name, handler)
+            return reply
         except PeersyncError as exc:
-            return v1.ForwardReply(id=request.id, failure=failure_from_error(exc))
+            failure = failure_from_error(exc)
         except TimeoutError:
-            failure = v1.Failure(reason="UNAVAILABLE", detail="the owner did not finish within the deadline")
-            return v1.ForwardReply(id=request.id, failure=failure)
+            failure = node_pb2.Failure(
+                reason="UNAVAILABLE", detail="the owner did not finish within the deadline"
+            )
         except Exception:
             log.exception("forwarded %s failed", name)
-            failure = v1.Failure(
+            failure = node_pb2.Failure(
                 reason="INTERNAL", detail="the owner failed to handle the request; see its log"
             )
-            return v1.ForwardReply(id=request.id, failure=failure)
         finally:
             FORWARDED.reset(token)
+        reply = node_pb2.ForwardReply(id=request.id)
+        reply.failure.CopyFrom(failure)
+        return reply
+
+    async def _bridged(
+        self, request: node_pb2.ForwardRequest, name: str, handler: Callable[[Any], Awaitable[Any]]
+    ) -> node_pb2.ForwardReply:
+        """Serve a request through the client API's handler, in betterproto2's classes."""
+        _, op = which(from_pb(request, v1.ForwardRequest), "op")
+        result = await handler(op)
+        return to_pb(v1.ForwardReply(id=request.id, **{name: result}), node_pb2.ForwardReply)
+
+    async def _get(self, op: kv_pb2.GetRequest, reply: node_pb2.ForwardReply) -> None:
+        entry = await self._node.service.get(op.namespace, op.key)
+        entry_into_pb(entry, reply.get.entry)
+
+    async def _set(self, op: kv_pb2.SetRequest, reply: node_pb2.ForwardReply) -> None:
+        entry, created = await self._node.service.set(
+            op.namespace,
+            op.key,
+            op.value,
+            op.codec,
+            mode=mode_from_wire(v1.Mode(op.mode)),
+            if_version=op.if_version if op.HasField("if_version") else None,
+            ttl=op.ttl_seconds if op.HasField("ttl_seconds") else None,
+        )
+        entry_into_pb(entry, reply.set.entry)
+        reply.set.created = created
+
+    async def _delete(self, op: kv_pb2.DeleteRequest, reply: node_pb2.ForwardReply) -> None:
+        entry = await self._node.service.delete(
+            op.namespace, op.key, if_version=op.if_version if op.HasField("if_version") else None
+        )
+        entry_into_pb(entry, reply.delete.entry)
 
     async def get_state(self, message: v1.GetStateRequest) -> v1.ClusterState:
         with status_from_errors("GetState"):
@@ -122,7 +199,7 @@ class NodeService(v1.NodeBase):
             return v1.UnclaimReply(entry=override_to_wire(entry))
 
     async def watch(self, message: v1.WatchRequest) -> AsyncIterator[v1.WatchResponse]:
-        token = FORWARDED.set(v1.Caller())
+        token = FORWARDED.set(node_pb2.Caller())
         try:
             async for reply in self._kv.watch(message):
                 yield reply

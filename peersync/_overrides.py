@@ -164,12 +164,14 @@ class OverrideTable:
         Of the two slots, the live entry with the higher version (a pin on an exact tie). A
         tombstone never applies: when the newer slot is removed, the older live one applies.
         """
-        live = [
-            entry
-            for kind in Kind
-            if (entry := self._slots.get((namespace, kind))) is not None and entry.node is not None
-        ]
-        return max(live, key=_effective_precedence, default=None)
+        # On every request's path: two lookups, no list, when at most one slot is live.
+        claim = self._slots.get((namespace, Kind.CLAIM))
+        pin = self._slots.get((namespace, Kind.PIN))
+        if claim is None or claim.node is None:
+            return None if pin is None or pin.node is None else pin
+        if pin is None or pin.node is None:
+            return claim
+        return max(claim, pin, key=_effective_precedence)
 
     def owner_of(self, namespace: str) -> tuple[str, Kind] | None:
         """The overriding owner of `namespace` and what made it so, or None when the ring decides."""

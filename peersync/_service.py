@@ -33,16 +33,21 @@ from ._cluster_watch import ClusterWatch
 from ._codecs import Codec, all_codecs, check_value
 from ._cursors import decode_cursor, encode_cursor
 from ._diff import Diff, diff_entries
-from ._forwarding import FORWARDED, REQUEST_ID, Forwarder, LinkDown, error_from_failure, which
+from ._forwarding import FORWARDED, REQUEST_ID, Forwarder, LinkDown, error_from_failure
 from ._limits import Limits
 from ._wire import (
+    B,
     alias_from_wire,
     diff_from_wire,
+    entry_from_pb,
     entry_from_wire,
-    mode_to_wire,
+    from_pb,
+    mode_to_pb,
     namespace_from_wire,
     snapshot_from_wire,
+    to_pb,
 )
+from .v1 import kv_pb2, node_pb2
 
 if TYPE_CHECKING:
     from ._cluster import Cluster
@@ -91,8 +96,8 @@ class Service:
         return await self._routed(
             namespace,
             lambda: self.store.get(namespace, key),
-            lambda: v1.ForwardRequest(get=v1.GetRequest(namespace=namespace, key=key)),
-            lambda r: entry_from_wire(r.entry),
+            lambda: node_pb2.ForwardRequest(get=kv_pb2.GetRequest(namespace=namespace, key=key)),
+            lambda r: entry_from_pb(r.entry),
         )
 
     async def set(
@@ -119,18 +124,18 @@ class Service:
             lambda: self.store.set(
                 namespace, key, value, codec, mode=mode, expected_version=if_version, ttl=ttl
             ),
-            lambda: v1.ForwardRequest(
-                set=v1.SetRequest(
+            lambda: node_pb2.ForwardRequest(
+                set=kv_pb2.SetRequest(
                     namespace=namespace,
                     key=key,
                     value=value,
                     codec=codec,
                     ttl_seconds=ttl,
-                    mode=mode_to_wire(mode),
+                    mode=mode_to_pb(mode),
                     if_version=if_version,
                 )
             ),
-            lambda r: (entry_from_wire(r.entry), r.created),
+            lambda r: (entry_from_pb(r.entry), r.created),
             write=True,
         )
 
@@ -142,10 +147,10 @@ class Service:
         return await self._routed(
             namespace,
             lambda: self.store.delete(namespace, key, expected_version=if_version),
-            lambda: v1.ForwardRequest(
-                delete=v1.DeleteRequest(namespace=namespace, key=key, if_version=if_version)
+            lambda: node_pb2.ForwardRequest(
+                delete=kv_pb2.DeleteRequest(namespace=namespace, key=key, if_version=if_version)
             ),
-            lambda r: entry_from_wire(r.entry),
+            lambda r: entry_from_pb(r.entry),
             write=True,
         )
 
@@ -167,10 +172,15 @@ class Service:
         return await self._routed(
             namespace,
             local,
-            lambda: v1.ForwardRequest(
-                list=v1.ListRequest(namespace=namespace, prefix=prefix, limit=limit, cursor=cursor or "")
+            lambda: _bridged(
+                v1.ForwardRequest(
+                    list=v1.ListRequest(namespace=namespace, prefix=prefix, limit=limit, cursor=cursor or "")
+                )
             ),
-            lambda r: EntryPage(tuple(entry_from_wire(e) for e in r.entries), r.next_cursor or None),
+            _via(
+                v1.ListResponse,
+                lambda r: EntryPage(tuple(entry_from_wire(e) for e in r.entries), r.next_cursor or None),
+            ),
         )
 
     async def delete_prefix(self, namespace: str, prefix: str) -> int:
@@ -180,10 +190,10 @@ class Service:
         return await self._routed(
             namespace,
             lambda: self.store.delete_prefix(namespace, prefix),
-            lambda: v1.ForwardRequest(
-                delete_prefix=v1.DeletePrefixRequest(namespace=namespace, prefix=prefix)
+            lambda: _bridged(
+                v1.ForwardRequest(delete_prefix=v1.DeletePrefixRequest(namespace=namespace, prefix=prefix))
             ),
-            lambda r: int(r.deleted),
+            _via(v1.DeletePrefixResponse, lambda r: int(r.deleted)),
             write=True,
         )
 
@@ -206,12 +216,17 @@ class Service:
         return await self._routed(
             namespace,
             local,
-            lambda: v1.ForwardRequest(
-                get_versions=v1.GetVersionsRequest(
-                    namespace=namespace, key=key, limit=limit, cursor=cursor or ""
+            lambda: _bridged(
+                v1.ForwardRequest(
+                    get_versions=v1.GetVersionsRequest(
+                        namespace=namespace, key=key, limit=limit, cursor=cursor or ""
+                    )
                 )
             ),
-            lambda r: EntryPage(tuple(entry_from_wire(e) for e in r.entries), r.next_cursor or None),
+            _via(
+                v1.GetVersionsResponse,
+                lambda r: EntryPage(tuple(entry_from_wire(e) for e in r.entries), r.next_cursor or None),
+            ),
         )
 
     async def version(self, namespace: str, key: str, version: int) -> Entry:
@@ -222,10 +237,12 @@ class Service:
         return await self._routed(
             namespace,
             lambda: self.store.version(namespace, key, version),
-            lambda: v1.ForwardRequest(
-                get_versions=v1.GetVersionsRequest(namespace=namespace, key=key, version=version)
+            lambda: _bridged(
+                v1.ForwardRequest(
+                    get_versions=v1.GetVersionsRequest(namespace=namespace, key=key, version=version)
+                )
             ),
-            lambda r: entry_from_wire(r.entries[0] if r.entries else None),
+            _via(v1.GetVersionsResponse, lambda r: entry_from_wire(r.entries[0] if r.entries else None)),
         )
 
     async def diff(self, namespace: str, key: str, from_version: int, to_version: int | None = None) -> Diff:
@@ -248,12 +265,14 @@ class Service:
         return await self._routed(
             namespace,
             local,
-            lambda: v1.ForwardRequest(
-                diff=v1.DiffRequest(
-                    namespace=namespace, key=key, from_version=from_version, to_version=to_version
+            lambda: _bridged(
+                v1.ForwardRequest(
+                    diff=v1.DiffRequest(
+                        namespace=namespace, key=key, from_version=from_version, to_version=to_version
+                    )
                 )
             ),
-            diff_from_wire,
+            _via(v1.DiffResponse, diff_from_wire),
         )
 
     async def snapshot(self, namespace: str) -> Snapshot:
@@ -261,8 +280,8 @@ class Service:
         return await self._routed(
             namespace,
             lambda: self.store.snapshot(namespace),
-            lambda: v1.ForwardRequest(snapshot=v1.SnapshotRequest(namespace=namespace)),
-            snapshot_from_wire,
+            lambda: _bridged(v1.ForwardRequest(snapshot=v1.SnapshotRequest(namespace=namespace))),
+            _via(v1.SnapshotResponse, snapshot_from_wire),
         )
 
     # -- aliases ---------------------------------------------------------------------------------
@@ -275,10 +294,12 @@ class Service:
         return await self._routed(
             namespace,
             lambda: self.store.set_alias(namespace, alias, target),
-            lambda: v1.ForwardRequest(
-                set_alias=v1.SetAliasRequest(namespace=namespace, alias=alias, target=target)
+            lambda: _bridged(
+                v1.ForwardRequest(
+                    set_alias=v1.SetAliasRequest(namespace=namespace, alias=alias, target=target)
+                )
             ),
-            lambda r: alias_from_wire(r.alias),
+            _via(v1.SetAliasResponse, lambda r: alias_from_wire(r.alias)),
             write=True,
         )
 
@@ -289,8 +310,10 @@ class Service:
         return await self._routed(
             namespace,
             lambda: self.store.get_alias(namespace, alias),
-            lambda: v1.ForwardRequest(get_alias=v1.GetAliasRequest(namespace=namespace, alias=alias)),
-            lambda r: alias_from_wire(r.alias),
+            lambda: _bridged(
+                v1.ForwardRequest(get_alias=v1.GetAliasRequest(namespace=namespace, alias=alias))
+            ),
+            _via(v1.GetAliasResponse, lambda r: alias_from_wire(r.alias)),
         )
 
     async def delete_alias(self, namespace: str, alias: str) -> None:
@@ -300,7 +323,9 @@ class Service:
         await self._routed(
             namespace,
             lambda: self.store.delete_alias(namespace, alias),
-            lambda: v1.ForwardRequest(delete_alias=v1.DeleteAliasRequest(namespace=namespace, alias=alias)),
+            lambda: _bridged(
+                v1.ForwardRequest(delete_alias=v1.DeleteAliasRequest(namespace=namespace, alias=alias))
+            ),
             lambda r: None,
             write=True,
         )
@@ -310,8 +335,8 @@ class Service:
         return await self._routed(
             namespace,
             lambda: self.store.list_aliases(namespace),
-            lambda: v1.ForwardRequest(list_aliases=v1.ListAliasesRequest(namespace=namespace)),
-            lambda r: [alias_from_wire(a) for a in r.aliases],
+            lambda: _bridged(v1.ForwardRequest(list_aliases=v1.ListAliasesRequest(namespace=namespace))),
+            _via(v1.ListAliasesResponse, lambda r: [alias_from_wire(a) for a in r.aliases]),
         )
 
     # -- cluster-wide ----------------------------------------------------------------------------
@@ -345,7 +370,9 @@ class Service:
             request = v1.ForwardRequest(
                 local_namespaces=v1.ListNamespacesRequest(prefix=prefix, limit=limit, cursor=cursor or "")
             )
-            reply = await self._forward(member, request, write=False)
+            reply = from_pb(
+                await self._forward(member, _bridged(request), write=False), v1.ListNamespacesResponse
+            )
             return [namespace_from_wire(n) for n in reply.namespaces]
 
         members = cluster.ring.members
@@ -391,7 +418,7 @@ class Service:
         self,
         namespace: str,
         local: Callable[[], Awaitable[T]],
-        request: Callable[[], v1.ForwardRequest],
+        request: Callable[[], node_pb2.ForwardRequest],
         parse: Callable[[Any], T],
         *,
         write: bool = False,
@@ -437,11 +464,12 @@ class Service:
                 continue
             return parse(reply)
 
-    async def _forward(self, owner: str, request: v1.ForwardRequest, *, write: bool) -> Any:
+    async def _forward(self, owner: str, request: node_pb2.ForwardRequest, *, write: bool) -> Any:
         """Send ``request`` to ``owner`` and return the inner reply, or raise the error it reported."""
         assert self.cluster is not None
         assert self.forwarder is not None
-        request.caller = v1.Caller(request_id=REQUEST_ID.get() or "", origin=self.cluster.node_id)
+        request.caller.request_id = REQUEST_ID.get() or ""
+        request.caller.origin = self.cluster.node_id
         request.ring_version = self.cluster.ring_version
         timeout = self.cluster.options.forward_timeout
         try:
@@ -460,12 +488,12 @@ class Service:
                 owner=owner,
                 applied_unknown=write,
             ) from exc
-        name, value = which(reply, "result")
-        if isinstance(value, v1.Failure):
-            raise error_from_failure(value)
-        if not name:
+        name = reply.WhichOneof("result")
+        if name is None:
             raise OwnerUnavailable(f"the owner {owner!r} sent an empty reply", owner=owner)
-        return value
+        if name == "failure":
+            raise error_from_failure(reply.failure)
+        return getattr(reply, name)
 
     async def _reconcile(self, peer: str) -> None:
         assert self.cluster is not None
@@ -473,6 +501,17 @@ class Service:
             await self.cluster.pull_state(peer)
         except PeersyncError as exc:
             log.info("could not reconcile with %s: %s", peer, exc.detail)
+
+
+def _bridged(request: v1.ForwardRequest) -> node_pb2.ForwardRequest:
+    """A request built with betterproto2, for the forwarding stream. Only the hot operations (get,
+    set, delete) are worth building as protobuf messages directly."""
+    return to_pb(request, node_pb2.ForwardRequest)
+
+
+def _via(cls: type[B], parse: Callable[[B], T]) -> Callable[[Any], T]:
+    """``parse`` for a reply field that arrives as protobuf's message, read as betterproto2's ``cls``."""
+    return lambda reply: parse(from_pb(reply, cls))
 
 
 def _int_from_cursor(text: str | None) -> int | None:

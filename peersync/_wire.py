@@ -1,24 +1,43 @@
 """Conversions between the store's values and their peersync.v1 messages, in both directions.
 
 The gRPC handlers use them to answer clients and the forwarder to carry results between nodes, so a
-value looks the same whichever way it travelled.
+value looks the same whichever way it travelled. Node-to-node streams use protobuf's own classes of
+the same messages (``*_pb2``); ``to_pb``/``from_pb`` carry any message between the two by its bytes,
+and the hot operations have direct conversions.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
+import betterproto2
 import msgspec
+from google.protobuf.message import Message as PbMessage
 
 from store import Alias, Entry, Event, EventType, InvalidArgument, Mode, NamespaceInfo, Snapshot
 
 from . import v1
 from ._codecs import Codec
 from ._diff import Diff
+from .v1 import kv_pb2
+
+B = TypeVar("B", bound=betterproto2.Message)
+P = TypeVar("P", bound=PbMessage)
 
 _MODES_TO_WIRE = {Mode.UPSERT: v1.Mode.UPSERT, Mode.CREATE: v1.Mode.CREATE, Mode.UPDATE: v1.Mode.UPDATE}
 # UNSPECIFIED, a client that set no mode, means upsert.
 _MODES_FROM_WIRE = {v1.Mode.UNSPECIFIED: Mode.UPSERT, **{w: m for m, w in _MODES_TO_WIRE.items()}}
+
+
+_MODES_TO_PB = {
+    Mode.UPSERT: kv_pb2.MODE_UPSERT,
+    Mode.CREATE: kv_pb2.MODE_CREATE,
+    Mode.UPDATE: kv_pb2.MODE_UPDATE,
+}
+
+
+def mode_to_pb(mode: Mode) -> kv_pb2.Mode:
+    return _MODES_TO_PB[mode]
 
 
 def mode_to_wire(mode: Mode) -> v1.Mode:
@@ -60,6 +79,44 @@ def entry_from_wire(entry: v1.Entry | None) -> Entry:
         entry.updated_at,
         entry.expire_at,
     )
+
+
+def entry_from_pb(entry: kv_pb2.Entry) -> Entry:
+    return Entry(
+        entry.namespace,
+        entry.key,
+        entry.value,
+        entry.codec,
+        entry.version,
+        entry.revision,
+        entry.created_at,
+        entry.updated_at,
+        entry.expire_at if entry.HasField("expire_at") else None,
+    )
+
+
+def entry_into_pb(entry: Entry, out: kv_pb2.Entry) -> None:
+    """Fill ``out`` (a field of a message being built) with ``entry``."""
+    out.namespace = entry.namespace
+    out.key = entry.key
+    out.value = entry.value
+    out.codec = entry.codec
+    out.version = entry.version
+    out.revision = entry.revision
+    out.created_at = entry.created_at
+    out.updated_at = entry.updated_at
+    if entry.expire_at is not None:
+        out.expire_at = entry.expire_at
+
+
+def to_pb(message: betterproto2.Message, cls: type[P]) -> P:
+    """``message`` as protobuf's ``cls`` of the same .proto message."""
+    return cls.FromString(bytes(message))
+
+
+def from_pb(message: PbMessage, cls: type[B]) -> B:
+    """``message`` as betterproto2's ``cls`` of the same .proto message."""
+    return cls.parse(message.SerializeToString())
 
 
 def event_to_wire(event: Event) -> v1.Event:

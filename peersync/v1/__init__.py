@@ -23,7 +23,9 @@ __all__ = (
     "Event",
     "EventType",
     "Failure",
+    "ForwardBatch",
     "ForwardReply",
+    "ForwardReplyBatch",
     "ForwardRequest",
     "GetAliasRequest",
     "GetAliasResponse",
@@ -573,6 +575,18 @@ default_message_pool.register_message("peersync.v1", "Failure", Failure)
 
 
 @dataclass(eq=False, repr=False)
+class ForwardBatch(betterproto2.Message):
+    """
+    Requests in the order they were sent; each is answered by its own ForwardReply.
+    """
+
+    requests: "list[ForwardRequest]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("peersync.v1", "ForwardBatch", ForwardBatch)
+
+
+@dataclass(eq=False, repr=False)
 class ForwardReply(betterproto2.Message):
     """
 
@@ -641,6 +655,18 @@ class ForwardReply(betterproto2.Message):
 
 
 default_message_pool.register_message("peersync.v1", "ForwardReply", ForwardReply)
+
+
+@dataclass(eq=False, repr=False)
+class ForwardReplyBatch(betterproto2.Message):
+    """
+    Replies in the order they were ready, matched to their requests by `id`.
+    """
+
+    replies: "list[ForwardReply]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("peersync.v1", "ForwardReplyBatch", ForwardReplyBatch)
 
 
 @dataclass(eq=False, repr=False)
@@ -1475,24 +1501,26 @@ class KvStub(betterproto2_grpclib.ServiceStub):
 class NodeStub(betterproto2_grpclib.ServiceStub):
     async def forward(
         self,
-        messages: "AsyncIterable[ForwardRequest] | Iterable[ForwardRequest]",
+        messages: "AsyncIterable[ForwardBatch] | Iterable[ForwardBatch]",
         *,
         timeout: "float | None" = None,
         deadline: "Deadline | None" = None,
         metadata: "MetadataLike | None" = None,
-    ) -> "AsyncIterator[ForwardReply]":
+    ) -> "AsyncIterator[ForwardReplyBatch]":
         """
         One long-lived stream per pair of peers carries every request a node forwards to the owner of a
-        namespace, multiplexed by `id`; replies may come in any order. The receiver never forwards
-        again: if it does not own the namespace it answers a Failure with reason NOT_OWNER, its view of
-        the owner and its ring version.
+        namespace, multiplexed by `id`; replies may come in any order. Requests and replies travel in
+        batches: a sender puts everything that queued up while its previous batch was on the wire into
+        the next one, so under load one stream message carries many requests. The receiver never
+        forwards again: if it does not own the namespace it answers a Failure with reason NOT_OWNER,
+        its view of the owner and its ring version.
         """
 
         async for response in self._stream_stream(
             "/peersync.v1.Node/Forward",
             messages,
-            ForwardRequest,
-            ForwardReply,
+            ForwardBatch,
+            ForwardReplyBatch,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,
@@ -1907,16 +1935,18 @@ class KvBase(betterproto2_grpclib.ServiceBase):
 
 
 class NodeBase(betterproto2_grpclib.ServiceBase):
-    async def forward(self, messages: "AsyncIterator[ForwardRequest]") -> "AsyncIterator[ForwardReply]":
+    async def forward(self, messages: "AsyncIterator[ForwardBatch]") -> "AsyncIterator[ForwardReplyBatch]":
         """
         One long-lived stream per pair of peers carries every request a node forwards to the owner of a
-        namespace, multiplexed by `id`; replies may come in any order. The receiver never forwards
-        again: if it does not own the namespace it answers a Failure with reason NOT_OWNER, its view of
-        the owner and its ring version.
+        namespace, multiplexed by `id`; replies may come in any order. Requests and replies travel in
+        batches: a sender puts everything that queued up while its previous batch was on the wire into
+        the next one, so under load one stream message carries many requests. The receiver never
+        forwards again: if it does not own the namespace it answers a Failure with reason NOT_OWNER,
+        its view of the owner and its ring version.
         """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
-        yield ForwardReply()
+        yield ForwardReplyBatch()
 
     async def get_state(self, message: "GetStateRequest") -> "ClusterState":
         """
@@ -1947,7 +1977,7 @@ class NodeBase(betterproto2_grpclib.ServiceBase):
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
         yield WatchResponse()
 
-    async def __rpc_forward(self, stream: "grpclib.server.Stream[ForwardRequest, ForwardReply]") -> None:
+    async def __rpc_forward(self, stream: "grpclib.server.Stream[ForwardBatch, ForwardReplyBatch]") -> None:
         request = stream.__aiter__()
         await self._call_rpc_handler_server_stream(
             self.forward,
@@ -1987,8 +2017,8 @@ class NodeBase(betterproto2_grpclib.ServiceBase):
             "/peersync.v1.Node/Forward": grpclib.const.Handler(
                 self.__rpc_forward,
                 grpclib.const.Cardinality.STREAM_STREAM,
-                ForwardRequest,
-                ForwardReply,
+                ForwardBatch,
+                ForwardReplyBatch,
             ),
             "/peersync.v1.Node/GetState": grpclib.const.Handler(
                 self.__rpc_get_state,

@@ -7,9 +7,8 @@ agrees with itself about: field numbers, optional presence, bytes, oneofs, statu
 from __future__ import annotations
 
 import asyncio
-import importlib
-import sys
-from collections.abc import AsyncIterator, Awaitable, Iterator
+import importlib.util
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,11 +17,12 @@ import grpc
 import pytest
 from grpc_tools import protoc
 
+from peersync.v1 import kv_pb2
 from tests.support import eventually
 
 from .conftest import WAIT, Running, make_config, serving
 
-PROTO_DIR = Path(__file__).resolve().parents[2] / "proto" / "peersync" / "v1"
+PROTO_ROOT = Path(__file__).resolve().parents[2] / "proto"
 # NULs and invalid UTF-8 (a stray continuation byte, a broken sequence): bytes must stay bytes.
 BINARY = b"\x00\xff\xfe\x80\xc3\x28 tail \x00"
 
@@ -34,28 +34,28 @@ class Stubs:
 
 
 @pytest.fixture(scope="module")
-def stubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stubs]:
-    """grpcio's code for kv.proto, generated now, importable only while this module's tests run."""
+def stubs(tmp_path_factory: pytest.TempPathFactory) -> Stubs:
+    """grpcio's client stubs for kv.proto, generated now, over protobuf's message classes.
+
+    The messages are the committed peersync.v1.kv_pb2 (which `nox -s proto` keeps equal to what
+    protoc writes): protobuf's registry refuses a second definition of the same message names."""
     out = tmp_path_factory.mktemp("grpcio-stubs")
-    # The .proto's own directory as the include root: the modules are then top-level kv_pb2 and
-    # kv_pb2_grpc, and cannot shadow our peersync.v1 package.
     status = protoc.main(
         [
             "grpc_tools.protoc",
-            f"--proto_path={PROTO_DIR}",
-            f"--python_out={out}",
+            f"--proto_path={PROTO_ROOT}",
             f"--grpc_python_out={out}",
-            str(PROTO_DIR / "kv.proto"),
+            str(PROTO_ROOT / "peersync" / "v1" / "kv.proto"),
         ]
     )
     assert status == 0, "protoc failed"
-    sys.path.insert(0, str(out))
-    try:
-        yield Stubs(importlib.import_module("kv_pb2"), importlib.import_module("kv_pb2_grpc"))
-    finally:
-        sys.path.remove(str(out))
-        for name in ("kv_pb2", "kv_pb2_grpc"):
-            sys.modules.pop(name, None)
+    path = out / "peersync" / "v1" / "kv_pb2_grpc.py"
+    spec = importlib.util.spec_from_file_location("kv_pb2_grpc", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return Stubs(kv_pb2, module)
 
 
 @pytest.fixture
