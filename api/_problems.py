@@ -30,6 +30,9 @@ HTTP_STATUS: dict[str, int] = {
     "UNAVAILABLE": 503,
     "NOT_OWNER": 503,
     "OWNER_UNAVAILABLE": 503,
+    "FENCED": 503,
+    "LOG_GAP": 503,
+    "LOG_DIVERGED": 503,
 }
 _TITLES = {
     "INVALID_ARGUMENT": "Invalid argument",
@@ -45,6 +48,9 @@ _TITLES = {
     "NOT_OWNER": "Not the owner",
     "OWNER_UNAVAILABLE": "Owner unavailable",
     "CLAIM_CONFLICT": "Claimed by another node",
+    "FENCED": "Ownership moved",
+    "LOG_GAP": "Replica behind",
+    "LOG_DIVERGED": "Replica diverged",
 }
 # Framework errors (routing, body size) mapped onto the same reasons.
 _REASON_FOR_STATUS = {

@@ -1,12 +1,15 @@
 """Local storage engines: namespace logs applied to key-value state, with TTL, history and watch."""
 
-from ._backend import Backend, LoadedState, MemoryBackend, Prune
+from ._backend import Backend, Head, LoadedState, MemoryBackend, Prune
 from ._errors import (
     ClaimConflict,
     ClientError,
     Compacted,
+    Fenced,
     InvalidArgument,
     KeyExists,
+    LogDiverged,
+    LogGap,
     NotFound,
     NotOwner,
     OwnerUnavailable,
@@ -16,7 +19,7 @@ from ._errors import (
     ValueTooLarge,
     VersionMismatch,
 )
-from ._model import Alias, Entry, Event, EventType, Mode, NamespaceInfo, Page, Snapshot
+from ._model import Alias, Entry, Event, EventType, Mode, NamespaceImage, NamespaceInfo, Page, Snapshot
 from ._sql import SqlBackend
 from ._store import Store, StoreOptions
 from ._watch import Watch
@@ -30,11 +33,16 @@ __all__ = [
     "Entry",
     "Event",
     "EventType",
+    "Fenced",
+    "Head",
     "InvalidArgument",
     "KeyExists",
     "LoadedState",
+    "LogDiverged",
+    "LogGap",
     "MemoryBackend",
     "Mode",
+    "NamespaceImage",
     "NamespaceInfo",
     "NotFound",
     "NotOwner",

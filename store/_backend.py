@@ -2,7 +2,8 @@
 
 The :class:`~store.Store` keeps every namespace's live state in memory and decides policy (which
 log records and versions to keep); a backend only makes committed batches durable, prunes what it is
-told to, and serves the reads that are not kept in memory: the retained log and key history.
+told to, replaces or forgets a namespace's whole state when told to, and serves the reads that are
+not kept in memory: the retained log and key history.
 """
 
 from __future__ import annotations
@@ -13,7 +14,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ._model import Alias, Entry, Event, EventType
+from ._model import Alias, Entry, Event, EventType, NamespaceImage
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """Where a namespace's log stands: the ``revision`` of its last record, the ``head_term`` that
+    record was written in (0 when there is none), and the namespace's current ``term``, which a
+    fence may have raised past ``head_term``."""
+
+    revision: int
+    head_term: int = 0
+    term: int = 0
 
 
 @dataclass(slots=True)
@@ -21,7 +33,7 @@ class LoadedState:
     """What a backend holds after a restart. ``floors[ns]`` is the revision after which the log of
     ``ns`` is complete (records ``floor+1 .. revision`` are retained)."""
 
-    revisions: dict[str, int] = field(default_factory=dict)
+    heads: dict[str, Head] = field(default_factory=dict)
     floors: dict[str, int] = field(default_factory=dict)
     entries: list[Entry] = field(default_factory=list)
     aliases: list[Alias] = field(default_factory=list)
@@ -37,8 +49,9 @@ class Prune:
 
 
 class Backend(Protocol):
-    """A durable home for namespace logs. Calls are never concurrent with ``commit``: the store
-    has a single writer, so a backend needs no locking of its own beyond that."""
+    """A durable home for namespace logs. ``commit``, ``install`` and ``drop`` are never called
+    concurrently: the store has a single writer, so a backend needs no locking of its own beyond
+    that."""
 
     async def open(self) -> LoadedState:
         """Create the schema if needed and return everything committed so far."""
@@ -46,9 +59,19 @@ class Backend(Protocol):
 
     async def close(self) -> None: ...
 
-    async def commit(self, events: Sequence[Event], revisions: Mapping[str, int], prune: Prune) -> None:
-        """Durably apply ``events`` (in order) and the namespaces' new ``revisions``, all or nothing.
+    async def commit(self, events: Sequence[Event], heads: Mapping[str, Head], prune: Prune) -> None:
+        """Durably apply ``events`` (in order) and the namespaces' new ``heads``, all or nothing.
         When it returns, the batch survives a crash of the process."""
+        ...
+
+    async def install(self, image: NamespaceImage) -> None:
+        """Durably replace everything held for ``image.namespace`` (keys, aliases, history, log,
+        head) by the image, all or nothing. Each entry's history restarts at its current version,
+        and the log at the image's revision."""
+        ...
+
+    async def drop(self, namespace: str) -> None:
+        """Durably forget everything held for ``namespace``, all or nothing."""
         ...
 
     async def read_log(self, namespace: str, after: int, limit: int) -> list[Event]:
@@ -74,7 +97,7 @@ class MemoryBackend:
         self._log.clear()
         self._versions.clear()
 
-    async def commit(self, events: Sequence[Event], revisions: Mapping[str, int], prune: Prune) -> None:
+    async def commit(self, events: Sequence[Event], heads: Mapping[str, Head], prune: Prune) -> None:
         for event in events:
             self._log[event.namespace].append(event)
             slot = (event.namespace, event.key)
@@ -92,6 +115,16 @@ class MemoryBackend:
             if history:
                 cut = bisect.bisect_right(history, oldest_dropped, key=lambda e: e.version)
                 del history[:cut]
+
+    async def install(self, image: NamespaceImage) -> None:
+        await self.drop(image.namespace)
+        for entry in image.entries:
+            self._versions[(entry.namespace, entry.key)] = [entry]
+
+    async def drop(self, namespace: str) -> None:
+        self._log.pop(namespace, None)
+        for slot in [slot for slot in self._versions if slot[0] == namespace]:
+            del self._versions[slot]
 
     async def read_log(self, namespace: str, after: int, limit: int) -> list[Event]:
         log = self._log.get(namespace, [])

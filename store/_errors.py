@@ -18,7 +18,13 @@ whether retrying the same request may succeed; callers read ``retriable`` instea
         └── Unavailable             UNAVAILABLE (retriable)
             ├── NotOwner            NOT_OWNER: a forwarded request reached a node that does not own
             │                       the namespace (carries its view of the owner and ring version)
-            └── OwnerUnavailable    OWNER_UNAVAILABLE: the owner is down or unreachable
+            ├── OwnerUnavailable    OWNER_UNAVAILABLE: the owner is down or unreachable
+            ├── Fenced              FENCED: the sender's term for the namespace is older than the
+            │                       store's (carries the newer term)
+            ├── LogGap              LOG_GAP: replicated records do not follow the store's last one
+            │                       (carries its revision and term; catch up from there)
+            └── LogDiverged         LOG_DIVERGED: the store's last record differs from the sender's
+                                    at that revision (carries its revision and term)
 """
 
 from __future__ import annotations
@@ -122,3 +128,38 @@ class OwnerUnavailable(Unavailable):
         super().__init__(detail)
         self.owner = owner
         self.applied_unknown = applied_unknown
+
+
+class Fenced(Unavailable):
+    """Something presented a term older than the store's for a namespace: its sender was deposed.
+    ``term`` is the newer term the store knows; the request may succeed through the new owner."""
+
+    reason = "FENCED"
+
+    def __init__(self, detail: str, *, term: int) -> None:
+        super().__init__(detail)
+        self.term = term
+
+
+class LogGap(Unavailable):
+    """Replicated records start after the store's last one: ``revision`` and ``term`` are the
+    store's head; send the records from ``revision + 1`` (or a whole image) and retry."""
+
+    reason = "LOG_GAP"
+
+    def __init__(self, detail: str, *, revision: int, term: int) -> None:
+        super().__init__(detail)
+        self.revision = revision
+        self.term = term
+
+
+class LogDiverged(Unavailable):
+    """The store's record at ``revision`` was written in ``term``, the sender's in another: the
+    two logs disagree from there on, and the store's copy must be replaced (install an image)."""
+
+    reason = "LOG_DIVERGED"
+
+    def __init__(self, detail: str, *, revision: int, term: int) -> None:
+        super().__init__(detail)
+        self.revision = revision
+        self.term = term

@@ -49,6 +49,7 @@ class Event:
 
     SET carries the new ``entry`` and whether it ``created`` the key; DELETE and EXPIRE carry the
     removed ``entry``; ALIAS_SET carries the ``target``; ALIAS_DELETE only the alias name in ``key``.
+    ``term`` is the namespace's term when the record was written; it never decreases along a log.
     """
 
     type: EventType
@@ -59,6 +60,7 @@ class Event:
     entry: Entry | None = None
     created: bool = False
     target: str | None = None
+    term: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,3 +96,18 @@ class Alias:
     alias: str
     target: str
     revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceImage:
+    """A namespace's whole state on one node, to copy it to another at once instead of through
+    its log. ``revision`` is that of the last record and ``head_term`` the term it was written in
+    (0 when none); ``term`` is the namespace's current term. ``entries`` holds every key in key
+    order, expired ones the sweeper has not removed yet included."""
+
+    namespace: str
+    revision: int
+    term: int
+    head_term: int
+    entries: tuple[Entry, ...]
+    aliases: tuple[Alias, ...]

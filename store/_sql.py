@@ -35,7 +35,9 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
@@ -44,9 +46,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.schema import CreateSchema
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from ._backend import LoadedState, Prune
+from ._backend import Head, LoadedState, Prune
 from ._errors import Unavailable
-from ._model import Alias, Entry, Event, EventType
+from ._model import Alias, Entry, Event, EventType, NamespaceImage
 
 # The values SQLite's `synchronous` pragma accepts. FULL syncs the WAL on every commit, which is what
 # makes an acknowledged write survive power loss; NORMAL only survives a crash of the process.
@@ -59,11 +61,14 @@ T = TypeVar("T")
 
 _metadata = MetaData()
 
+# `term` is the namespace's current term, `head_term` the term of the record at `revision`.
 _namespaces = Table(
     "ps_namespaces",
     _metadata,
     Column("name", String, primary_key=True),
     Column("revision", BigInteger, nullable=False),
+    Column("term", BigInteger, nullable=False, server_default=text("0")),
+    Column("head_term", BigInteger, nullable=False, server_default=text("0")),
 )
 
 # One row per log record. Entry columns are null for alias records; `entry_revision` is the revision
@@ -85,6 +90,15 @@ _log = Table(
     Column("updated_at", BigInteger, nullable=True),
     Column("expire_at", BigInteger, nullable=True),
     Column("at", BigInteger, nullable=False),
+    Column("term", BigInteger, nullable=False, server_default=text("0")),
+)
+
+# Columns added after the first release, with the value rows written before them take. A database
+# created before them gets them on open (see _add_missing_columns); append-only.
+_ADDED_COLUMNS = (
+    (_namespaces, "term", "0"),
+    (_namespaces, "head_term", "0"),
+    (_log, "term", "0"),
 )
 
 _kv = Table(
@@ -200,6 +214,20 @@ _PRUNE_LOG = _statement(
     ("b_ns", "b_upto"),
     delete(_log).where(_log.c.namespace == bindparam("b_ns"), _log.c.revision <= bindparam("b_upto")),
 )
+# What install and drop clear: every row of one namespace.
+_CLEAR_NAMESPACE = tuple(
+    _statement(("b_ns",), delete(table).where(table.c[column] == bindparam("b_ns")))
+    for table, column in (
+        (_log, "namespace"),
+        (_versions, "namespace"),
+        (_kv, "namespace"),
+        (_aliases, "namespace"),
+        (_namespaces, "name"),
+    )
+)
+_INSERT_KV = _statement(_columns(_kv), _kv.insert())
+_INSERT_ALIAS = _statement(_columns(_aliases), _aliases.insert())
+_INSERT_NAMESPACE = _statement(_columns(_namespaces), _namespaces.insert())
 _PRUNE_VERSIONS = _statement(
     ("b_ns", "b_key", "b_upto"),
     delete(_versions).where(
@@ -271,6 +299,7 @@ class SqlBackend:
                 if self._schema is not None:
                     await conn.execute(CreateSchema(self._schema, if_not_exists=True))
                 await conn.run_sync(_metadata.create_all)
+                await conn.run_sync(functools.partial(_add_missing_columns, schema=self._schema))
             if self._sqlite and self._sqlite_writer is None:
                 self._sqlite_writer = await _SqliteWriter.open(self._connect_sqlite)
             # One read transaction: a consistent view of all four tables.
@@ -343,15 +372,10 @@ class SqlBackend:
 
     # -- writes ----------------------------------------------------------------------------------
 
-    async def commit(self, events: Sequence[Event], revisions: Mapping[str, int], prune: Prune) -> None:
-        _, writer = self._engines()
-        sqlite_writer = self._sqlite_writer
-        if self._sqlite and sqlite_writer is None:
-            raise Unavailable("the SQL store backend is not open")
+    async def commit(self, events: Sequence[Event], heads: Mapping[str, Head], prune: Prune) -> None:
         batch = _Batch.of(events, prune)
-        statements = [
-            (statement, rows)
-            for statement, rows in (
+        await self._transaction(
+            [
                 (_INSERT_LOG, batch.log),
                 (_DELETE_HISTORY, batch.history_cleared),
                 (_INSERT_VERSION, batch.versions),
@@ -359,12 +383,38 @@ class SqlBackend:
                 (_UPSERT_KV, batch.kv_upserted),
                 (_DELETE_ALIAS, batch.aliases_deleted),
                 (_UPSERT_ALIAS, batch.aliases_upserted),
-                (_UPSERT_NAMESPACE, list(revisions.items())),
+                (_UPSERT_NAMESPACE, [_namespace_row(ns, head) for ns, head in heads.items()]),
                 (_PRUNE_LOG, list(prune.log.items())),
                 (_PRUNE_VERSIONS, batch.versions_pruned),
-            )
-            if rows
-        ]
+            ],
+            "commit a batch",
+        )
+
+    async def install(self, image: NamespaceImage) -> None:
+        head = Head(image.revision, image.head_term, image.term)
+        await self._transaction(
+            [
+                *((statement, [(image.namespace,)]) for statement in _CLEAR_NAMESPACE),
+                (_INSERT_KV, [_kv_row(e) for e in image.entries]),
+                (_INSERT_VERSION, [_version_row(e) for e in image.entries]),
+                (_INSERT_ALIAS, [(a.namespace, a.alias, a.target, a.revision) for a in image.aliases]),
+                (_INSERT_NAMESPACE, [_namespace_row(image.namespace, head)]),
+            ],
+            "install a namespace image",
+        )
+
+    async def drop(self, namespace: str) -> None:
+        await self._transaction(
+            [(statement, [(namespace,)]) for statement in _CLEAR_NAMESPACE], "drop a namespace"
+        )
+
+    async def _transaction(self, statements: Sequence[tuple[_Statement, list[_Row]]], what: str) -> None:
+        """Run ``statements`` in order, each once per row, in one transaction."""
+        _, writer = self._engines()
+        sqlite_writer = self._sqlite_writer
+        if self._sqlite and sqlite_writer is None:
+            raise Unavailable("the SQL store backend is not open")
+        statements = [(statement, rows) for statement, rows in statements if rows]
         try:
             if sqlite_writer is not None:
                 sql = [(statement.sqlite_sql, rows) for statement, rows in statements]
@@ -375,7 +425,7 @@ class SqlBackend:
                         params = [dict(zip(statement.params, row, strict=True)) for row in rows]
                         await conn.execute(statement.core, params)
         except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
-            raise _unavailable("commit a batch", exc) from exc
+            raise _unavailable(what, exc) from exc
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -503,18 +553,32 @@ class _SqliteWriter:
 
 async def _load(conn: AsyncConnection) -> LoadedState:
     state = LoadedState()
-    for row in await conn.execute(select(_namespaces.c.name, _namespaces.c.revision)):
-        state.revisions[row.name] = row.revision
+    for row in await conn.execute(select(_namespaces)):
+        state.heads[row.name] = Head(row.revision, row.head_term, row.term)
     oldest = select(_log.c.namespace, func.min(_log.c.revision).label("oldest")).group_by(_log.c.namespace)
     retained = {row.namespace: row.oldest for row in await conn.execute(oldest)}
     # A namespace with no retained records has a complete log only from its current revision on.
-    state.floors = {ns: retained[ns] - 1 if ns in retained else rev for ns, rev in state.revisions.items()}
+    state.floors = {ns: retained[ns] - 1 if ns in retained else h.revision for ns, h in state.heads.items()}
     state.entries = [_entry(row) for row in await conn.execute(select(_kv))]
     state.aliases = [
         Alias(row.namespace, row.alias, row.target, row.revision)
         for row in await conn.execute(select(_aliases))
     ]
     return state
+
+
+def _add_missing_columns(conn: Connection, *, schema: str | None) -> None:
+    """Bring a database created by an earlier release up to the current tables: add the columns it
+    lacks, each with the value its existing rows take."""
+    inspector = inspect(conn)
+    quote = conn.dialect.identifier_preparer.quote
+    for table, column, default in _ADDED_COLUMNS:
+        if column in {c["name"] for c in inspector.get_columns(table.name, schema=schema)}:
+            continue
+        name = quote(table.name) if schema is None else f"{quote(schema)}.{quote(table.name)}"
+        conn.exec_driver_sql(
+            f"ALTER TABLE {name} ADD COLUMN {quote(column)} BIGINT NOT NULL DEFAULT {default}"
+        )
 
 
 def _on_begin(conn: Connection) -> None:
@@ -566,6 +630,7 @@ def _log_row(ev: Event) -> _Row:
             None,
             None,
             ev.at,
+            ev.term,
         )
     return (
         ev.namespace,
@@ -582,7 +647,12 @@ def _log_row(ev: Event) -> _Row:
         entry.updated_at,
         entry.expire_at,
         ev.at,
+        ev.term,
     )
+
+
+def _namespace_row(namespace: str, head: Head) -> _Row:
+    return (namespace, head.revision, head.term, head.head_term)
 
 
 def _kv_row(e: Entry) -> _Row:
@@ -650,4 +720,5 @@ def _event(row: Row[Any]) -> Event:
         entry=entry,
         created=bool(row.created),
         target=row.target,
+        term=row.term,
     )

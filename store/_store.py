@@ -1,10 +1,15 @@
 """The store: namespace logs applied to materialised key-value state.
 
-Every mutation of a namespace becomes a log record with the next revision of that namespace. A single
-writer task takes mutations in arrival order, checks each against the state as of the mutations before
-it, and commits them to the backend in one batch (group commit). Only then does the in-memory state
-change and do watchers hear of it, so a reader never sees a write that could still be lost, and reads
-are served from memory without a database round trip.
+Every mutation of a namespace becomes a log record with the next revision of that namespace, stamped
+with the namespace's term. A single writer task takes mutations in arrival order, checks each against
+the state as of the mutations before it, and commits them to the backend in one batch (group commit).
+Only then does the in-memory state change and do watchers hear of it, so a reader never sees a write
+that could still be lost, and reads are served from memory without a database round trip.
+
+Records another node's store produced enter through the same writer (:meth:`Store.apply_log`), as do
+term changes and whole-namespace replacements, so everything that changes a namespace is serialised.
+The store knows nothing of the cluster: which namespaces it may write and where records must be
+copied before they commit are the caller's, through ``writable`` and ``replicate``.
 """
 
 from __future__ import annotations
@@ -15,20 +20,38 @@ import functools
 import heapq
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sortedcontainers import SortedDict
 
-from ._backend import Backend, Prune
-from ._errors import InvalidArgument, KeyExists, NotFound, PeersyncError, Unavailable, VersionMismatch
-from ._model import Alias, Entry, Event, EventType, Mode, NamespaceInfo, Page, Snapshot
+from ._backend import Backend, Head, Prune
+from ._errors import (
+    Compacted,
+    Fenced,
+    InvalidArgument,
+    KeyExists,
+    LogDiverged,
+    LogGap,
+    NotFound,
+    PeersyncError,
+    Unavailable,
+    VersionMismatch,
+)
+from ._model import Alias, Entry, Event, EventType, Mode, NamespaceImage, NamespaceInfo, Page, Snapshot
 from ._watch import Watch, WatchFilter, WatchHub
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# The owner's pre-commit hook: makes a batch's records durable elsewhere, and answers with the
+# namespaces for which it could not, each with the error their writes fail with.
+Replicate = Callable[[Sequence[Event]], Awaitable[Mapping[str, PeersyncError]]]
+
+# A pending expiry: (expire_at, namespace, key, version of the entry the TTL was set on).
+_Expiry = tuple[int, str, str, int]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +85,8 @@ class StoreOptions:
 class _Namespace:
     revision: int = 0
     floor: int = 0
+    term: int = 0  # the namespace's current term
+    head_term: int = 0  # the term of the record at `revision`
     keys: SortedDict = field(default_factory=SortedDict)  # key -> Entry
     aliases: SortedDict = field(default_factory=SortedDict)  # alias -> Alias
 
@@ -74,7 +99,11 @@ class _Txn:
         self._store = store
         self.now = store.now_ms()
         self.events: list[Event] = []
+        # The events this store generated (not applied from another node's log), for `replicate`.
+        self.local: list[Event] = []
         self.revisions: dict[str, int] = {}
+        self.head_terms: dict[str, int] = {}
+        self.terms: dict[str, int] = {}
         self._entries: dict[tuple[str, str], Entry | None] = {}
         self._aliases: dict[tuple[str, str], str | None] = {}
 
@@ -124,6 +153,19 @@ class _Txn:
         found.update(k for (n, k) in self._entries if n == ns and k.startswith(prefix))
         return sorted(found)
 
+    def revision(self, ns: str) -> int:
+        return self.revisions[ns] if ns in self.revisions else self._store.revision(ns)
+
+    def head_term(self, ns: str) -> int:
+        return self.head_terms[ns] if ns in self.head_terms else self._store.head(ns)[1]
+
+    def term(self, ns: str) -> int:
+        return self.terms[ns] if ns in self.terms else self._store.term(ns)
+
+    def raise_term(self, ns: str, term: int) -> None:
+        if term > self.term(ns):
+            self.terms[ns] = term
+
     def record(
         self,
         type_: EventType,
@@ -134,25 +176,49 @@ class _Txn:
         created: bool = False,
         target: str | None = None,
     ) -> Event:
-        revision = self.next_revision(ns)
+        """Append a new record of this store's own, in the namespace's current term."""
+        revision = self.revision(ns) + 1
         if type_ is EventType.SET and entry is not None:
             entry = _with_revision(entry, revision)
-        event = Event(type_, ns, key, revision, self.now, entry=entry, created=created, target=target)
-        self.events.append(event)
-        if type_ is EventType.SET:
-            self._entries[(ns, key)] = entry
-        elif type_ in (EventType.DELETE, EventType.EXPIRE):
-            self._entries[(ns, key)] = None
-        elif type_ is EventType.ALIAS_SET:
-            self._aliases[(ns, key)] = target
-        else:
-            self._aliases[(ns, key)] = None
+        term = self.term(ns)
+        event = Event(
+            type_, ns, key, revision, self.now, entry=entry, created=created, target=target, term=term
+        )
+        self.append(event)
+        self.local.append(event)
         return event
 
-    def next_revision(self, ns: str) -> int:
-        revision = (self.revisions[ns] if ns in self.revisions else self._store.revision(ns)) + 1
-        self.revisions[ns] = revision
-        return revision
+    def append(self, event: Event) -> None:
+        """Append ``event`` as it is; it must follow the namespace's last record."""
+        ns, key = event.namespace, event.key
+        self.events.append(event)
+        self.revisions[ns] = event.revision
+        self.head_terms[ns] = event.term
+        if event.type is EventType.SET:
+            self._entries[(ns, key)] = event.entry
+        elif event.type in (EventType.DELETE, EventType.EXPIRE):
+            self._entries[(ns, key)] = None
+        elif event.type is EventType.ALIAS_SET:
+            self._aliases[(ns, key)] = event.target
+        else:
+            self._aliases[(ns, key)] = None
+
+    def heads(self) -> dict[str, Head]:
+        """The new head of every namespace the batch changed."""
+        return {
+            ns: Head(self.revision(ns), self.head_term(ns), self.term(ns))
+            for ns in {*self.revisions, *self.terms}
+        }
+
+    def discard(self, namespaces: Collection[str]) -> None:
+        """Drop everything the batch did to ``namespaces``. Only once every operation has run: the
+        working view of those namespaces is left as it was."""
+        self.events = [e for e in self.events if e.namespace not in namespaces]
+        self.local = [e for e in self.local if e.namespace not in namespaces]
+        for ns in namespaces:
+            self.revisions.pop(ns, None)
+            self.head_terms.pop(ns, None)
+            self.terms.pop(ns, None)
 
 
 def _with_revision(entry: Entry, revision: int) -> Entry:
@@ -171,7 +237,19 @@ def _with_revision(entry: Entry, revision: int) -> Entry:
 
 @dataclass(slots=True)
 class _Op:
+    """A change run on a batch's working view; ``namespaces`` are all those it may touch."""
+
     apply: Callable[[_Txn], Any]
+    namespaces: frozenset[str]
+    future: asyncio.Future[Any]
+
+
+@dataclass(slots=True)
+class _Exclusive:
+    """A change that cannot share a backend commit (it replaces a namespace's whole state): the
+    writer runs it alone, after the batch before it and before the next."""
+
+    run: Callable[[], Awaitable[Any]]
     future: asyncio.Future[Any]
 
 
@@ -181,6 +259,20 @@ class Store:
     Reads are served from memory and never block on the writer. Mutations are serialised by one
     writer task; each returns once its batch is durable in the backend. Use as ``async with``.
     Not thread-safe: call from the event loop that started it.
+
+    ``writable(ns)`` says whether this store may invent records of ``ns`` on its own (None: every
+    namespace); only the TTL sweeper asks it, so a replica leaves expiring keys to their owner (they
+    are invisible to reads at once either way). Mutations are not checked against it: the caller
+    sends them only to a store that owns the namespace.
+
+    ``replicate(events)`` runs in the writer after a batch was computed and before it is committed,
+    with the records this store generated (mutations and TTL expiries; not those of
+    :meth:`apply_log` or :meth:`install`). It answers with the namespaces whose records could not
+    be made durable elsewhere, each with an error: the batch's changes to those namespaces are
+    dropped, their operations fail with that error, and the rest commits. Their revisions are then
+    used again by the next write; whether the namespace may take writes is the caller's call. If
+    ``replicate`` raises, the whole batch fails with that error (anything but a PeersyncError as
+    Unavailable) and nothing commits.
     """
 
     def __init__(
@@ -189,29 +281,37 @@ class Store:
         options: StoreOptions | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        writable: Callable[[str], bool] | None = None,
+        replicate: Replicate | None = None,
     ) -> None:
         self._backend = backend
         self.options = options or StoreOptions()
         self._clock = clock
+        self._writable = writable
+        self._replicate = replicate
         self._spaces: SortedDict = SortedDict()  # name -> _Namespace
-        self._expiry: list[tuple[int, str, str, int]] = []  # heap of (expire_at, ns, key, version)
+        self._expiry: list[_Expiry] = []  # a heap
+        # Due expiries of namespaces not writable here, looked at again on every sweep.
+        self._parked: list[_Expiry] = []
         self._hub = WatchHub(self.options.watch_buffer)
-        self._queue: asyncio.Queue[_Op] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Op | _Exclusive] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._sweep_wakeup = asyncio.Event()
         self._accepting = False
+        # Per namespace, how often its state was replaced or dropped (see Watch).
+        self._generations: dict[str, int] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
         loaded = await self._backend.open()
-        for ns, revision in loaded.revisions.items():
-            self._spaces[ns] = _Namespace(revision=revision, floor=loaded.floors.get(ns, revision))
+        for ns, head in loaded.heads.items():
+            floor = loaded.floors.get(ns, head.revision)
+            self._spaces[ns] = _Namespace(head.revision, floor, term=head.term, head_term=head.head_term)
         for entry in loaded.entries:
             self._space(entry.namespace).keys[entry.key] = entry
-            if entry.expire_at is not None:
-                heapq.heappush(self._expiry, (entry.expire_at, entry.namespace, entry.key, entry.version))
+            self._schedule_expiry(entry)
         for alias in loaded.aliases:
             self._space(alias.namespace).aliases[alias.alias] = alias
         self._accepting = True
@@ -253,6 +353,47 @@ class Store:
     def log_floor(self, namespace: str) -> int:
         space = self._spaces.get(namespace)
         return 0 if space is None else space.floor
+
+    def term(self, namespace: str) -> int:
+        """The namespace's current term: 0 until raised by :meth:`fence`, :meth:`apply_log` or
+        :meth:`install`."""
+        space = self._spaces.get(namespace)
+        return 0 if space is None else space.term
+
+    def head(self, namespace: str) -> tuple[int, int]:
+        """The revision of the namespace's last record and the term it was written in ((0, 0) for
+        a namespace without records)."""
+        space = self._spaces.get(namespace)
+        return (0, 0) if space is None else (space.revision, space.head_term)
+
+    def export(self, namespace: str) -> NamespaceImage:
+        """The namespace's whole committed state, for :meth:`install` on another store."""
+        space = self._spaces.get(namespace)
+        if space is None:
+            return NamespaceImage(namespace, 0, 0, 0, (), ())
+        return NamespaceImage(
+            namespace,
+            space.revision,
+            space.term,
+            space.head_term,
+            tuple(space.keys.values()),
+            tuple(space.aliases.values()),
+        )
+
+    async def log(self, namespace: str, after: int, limit: int) -> builtins.list[Event]:
+        """At most ``limit`` retained records with revision > ``after``, oldest first. Raises
+        Compacted when records after ``after`` are no longer all retained."""
+        _check_limit(limit)
+        if after < 0:
+            raise InvalidArgument("after must not be negative", field="after")
+        floor = self.log_floor(namespace)
+        if after < floor:
+            raise _compacted(namespace, after, floor)
+        records = await self._backend.read_log(namespace, after, limit)
+        if records and records[0].revision != after + 1:
+            # Pruned while we read.
+            raise _compacted(namespace, after, self.log_floor(namespace))
+        return records
 
     async def get(self, namespace: str, key: str) -> Entry:
         """The live entry of ``key``, following an alias of that name to its target."""
@@ -403,7 +544,7 @@ class Store:
             assert event.entry is not None
             return event.entry, current is None
 
-        result: tuple[Entry, bool] = await self._submit(apply)
+        result: tuple[Entry, bool] = await self._submit(apply, namespace)
         return result
 
     async def delete(self, namespace: str, key: str, *, expected_version: int | None = None) -> Entry:
@@ -417,7 +558,7 @@ class Store:
             txn.record(EventType.DELETE, namespace, key, entry=current)
             return current
 
-        result: Entry = await self._submit(apply)
+        result: Entry = await self._submit(apply, namespace)
         return result
 
     async def delete_prefix(self, namespace: str, prefix: str) -> int:
@@ -432,7 +573,7 @@ class Store:
                     removed += 1
             return removed
 
-        result: int = await self._submit(apply)
+        result: int = await self._submit(apply, namespace)
         return result
 
     async def set_alias(self, namespace: str, alias: str, target: str) -> Alias:
@@ -457,7 +598,7 @@ class Store:
             event = txn.record(EventType.ALIAS_SET, namespace, alias, target=target)
             return Alias(namespace, alias, target, event.revision)
 
-        result: Alias = await self._submit(apply)
+        result: Alias = await self._submit(apply, namespace)
         return result
 
     async def delete_alias(self, namespace: str, alias: str) -> None:
@@ -466,16 +607,127 @@ class Store:
                 raise NotFound(f"alias {alias!r} not found in namespace {namespace!r}")
             txn.record(EventType.ALIAS_DELETE, namespace, alias)
 
-        await self._submit(apply)
+        await self._submit(apply, namespace)
 
-    async def _submit(self, apply: Callable[[_Txn], T]) -> T:
+    # -- terms, replication and handoff (through the writer) ------------------------------------
+
+    async def fence(self, namespace: str, term: int) -> None:
+        """Durably raise the namespace's term to ``term``; later records of this store carry it,
+        and records or images of an older term are refused. Raises Fenced if the namespace is at
+        a newer term already; nothing happens when it is at ``term``."""
+        _check_term(term)
+
+        def apply(txn: _Txn) -> None:
+            _check_not_fenced(namespace, term, txn.term(namespace))
+            txn.raise_term(namespace, term)
+
+        await self._submit(apply, namespace)
+
+    async def apply_log(self, namespace: str, events: Sequence[Event], *, term: int) -> tuple[int, int]:
+        """Apply records another store produced for ``namespace``, as they are, in one commit;
+        watchers hear of them as of local writes. ``term`` is the sender's term: a newer one is
+        adopted, an older one refused with Fenced. Returns the new :meth:`head`.
+
+        ``events`` must be of ``namespace``, with consecutive revisions and terms no newer than
+        ``term`` (else InvalidArgument). Records up to the current head are taken as duplicates
+        and skipped, unless the batch holds the head's revision in another term than the store's
+        record (LogDiverged); the rest must start right after the head (else LogGap). On an error
+        nothing is applied; with nothing left to apply only a newer ``term`` is adopted.
+        """
+        _check_term(term)
+        events = tuple(events)
+        _check_log(namespace, events, term)
+
+        def apply(txn: _Txn) -> tuple[int, int]:
+            _check_not_fenced(namespace, term, txn.term(namespace))
+            revision, head_term = txn.revision(namespace), txn.head_term(namespace)
+            first = events[0].revision if events else revision + 1
+            if first <= revision < first + len(events) and events[revision - first].term != head_term:
+                raise LogDiverged(
+                    f"namespace {namespace!r}: record {revision} here is of term {head_term}, "
+                    f"the sender's of term {events[revision - first].term}",
+                    revision=revision,
+                    term=head_term,
+                )
+            fresh = events[max(0, revision + 1 - first) :]
+            if fresh and fresh[0].revision != revision + 1:
+                raise LogGap(
+                    f"namespace {namespace!r}: records start at {fresh[0].revision}, "
+                    f"the last one here is {revision}",
+                    revision=revision,
+                    term=head_term,
+                )
+            for event in fresh:
+                txn.append(event)
+            txn.raise_term(namespace, term)
+            return txn.revision(namespace), txn.head_term(namespace)
+
+        result: tuple[int, int] = await self._submit(apply, namespace)
+        return result
+
+    async def install(self, image: NamespaceImage) -> None:
+        """Replace the namespace's whole state by ``image`` (from :meth:`export` of another store),
+        durably and at once: its keys, aliases, head and term become the image's, each key's
+        history restarts at its current version and the log at the image's revision. Raises
+        Fenced if the image's term is older than the namespace's.
+
+        Watches of the namespace opened before end: their ``next`` raises Compacted, so that they
+        re-read a snapshot instead of resuming across the replacement.
+        """
+        _check_image(image)
+        ns = image.namespace
+
+        async def run() -> None:
+            _check_not_fenced(ns, image.term, self.term(ns))
+            await self._backend.install(image)
+            space = _Namespace(image.revision, image.revision, term=image.term, head_term=image.head_term)
+            for entry in image.entries:
+                space.keys[entry.key] = entry
+                self._schedule_expiry(entry)
+            for alias in image.aliases:
+                space.aliases[alias.alias] = alias
+            self._spaces[ns] = space
+            self._end_watches_of(ns, image.revision)
+
+        await self._submit_exclusive(run)
+
+    async def drop(self, namespace: str) -> None:
+        """Forget this store's copy of ``namespace`` entirely, durably: afterwards it is as if it
+        was never written here (revision and term 0). Watches of it end as on :meth:`install`."""
+
+        async def run() -> None:
+            await self._backend.drop(namespace)
+            self._spaces.pop(namespace, None)
+            self._end_watches_of(namespace, 0)
+
+        await self._submit_exclusive(run)
+
+    def _end_watches_of(self, namespace: str, floor: int) -> None:
+        self._generations[namespace] = self._generations.get(namespace, 0) + 1
+        self._hub.end(namespace, floor)
+
+    def _generation(self, namespace: str) -> int:
+        """How many times the namespace's state was replaced or dropped here (watches compare)."""
+        return self._generations.get(namespace, 0)
+
+    # -- the writer ------------------------------------------------------------------------------
+
+    async def _submit(self, apply: Callable[[_Txn], T], namespace: str) -> T:
+        return await self._enqueue(apply, frozenset((namespace,)))
+
+    def _enqueue(self, apply: Callable[[_Txn], T], namespaces: frozenset[str]) -> asyncio.Future[T]:
         if not self._accepting:
             raise Unavailable("the store is not accepting writes (stopped or stopping)")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Op(apply, future))
-        return await future
+        self._queue.put_nowait(_Op(apply, namespaces, future))
+        return future
 
-    # -- the writer ------------------------------------------------------------------------------
+    async def _submit_exclusive(self, run: Callable[[], Awaitable[T]]) -> T:
+        if not self._accepting:
+            raise Unavailable("the store is not accepting writes (stopped or stopping)")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Exclusive(run, future))
+        return await future
 
     async def _write_loop(self) -> None:
         while True:
@@ -483,16 +735,33 @@ class Store:
             while len(ops) < self.options.max_batch and not self._queue.empty():
                 ops.append(self._queue.get_nowait())
             try:
-                await self._run_batch(ops)
+                for group in _groups(ops):
+                    try:
+                        if isinstance(group, _Exclusive):
+                            await self._run_exclusive(group)
+                        else:
+                            await self._run_batch(group)
+                    except Exception as exc:
+                        log.exception("store batch failed")
+                        _fail([group] if isinstance(group, _Exclusive) else group, _unavailable(exc))
             except asyncio.CancelledError:
                 _fail(ops, Unavailable("the store stopped before the write was committed"))
                 raise
-            except Exception as exc:
-                log.exception("store batch failed")
-                _fail(ops, _unavailable(exc))
             finally:
                 for _ in ops:
                     self._queue.task_done()
+
+    async def _run_exclusive(self, op: _Exclusive) -> None:
+        if op.future.cancelled():
+            return
+        try:
+            result = await op.run()
+        except PeersyncError as exc:
+            if not op.future.done():
+                op.future.set_exception(exc)
+        else:
+            if not op.future.done():
+                op.future.set_result(result)
 
     async def _run_batch(self, ops: builtins.list[_Op]) -> None:
         txn = _Txn(self)
@@ -505,8 +774,25 @@ class Store:
                 done.append((op, op.apply(txn)))
             except PeersyncError as exc:
                 refused.append((op, exc))
-        if txn.events:
-            await self._backend.commit(txn.events, txn.revisions, self._prune(txn))
+        if txn.local and self._replicate is not None:
+            try:
+                lost = await self._replicate(tuple(txn.local))
+            except PeersyncError as exc:
+                _fail(ops, exc)
+                return
+            except Exception as exc:
+                log.exception("the replicate hook failed")
+                failure = Unavailable(f"could not replicate the batch: {exc}")
+                failure.__cause__ = exc
+                _fail(ops, failure)
+                return
+            if lost:
+                # Namespaces are independent: what the batch did to the others stands as computed.
+                txn.discard(lost.keys())
+                done = [(op, result) for op, result in done if not _fail_lost(op, lost)]
+                refused = [(op, error) for op, error in refused if not _fail_lost(op, lost)]
+        if txn.events or txn.terms:
+            await self._backend.commit(txn.events, txn.heads(), self._prune(txn))
             self._apply(txn)
         # Refusals too wait for the commit: one may rest on a write queued earlier in this batch,
         # which its caller must be able to read once told of it (and which may yet fail).
@@ -538,11 +824,7 @@ class Store:
             if event.type is EventType.SET:
                 assert event.entry is not None
                 space.keys[event.key] = event.entry
-                if event.entry.expire_at is not None:
-                    item = (event.entry.expire_at, event.namespace, event.key, event.entry.version)
-                    heapq.heappush(self._expiry, item)
-                    if item == self._expiry[0]:
-                        self._sweep_wakeup.set()
+                self._schedule_expiry(event.entry)
             elif event.type in (EventType.DELETE, EventType.EXPIRE):
                 space.keys.pop(event.key, None)
             elif event.type is EventType.ALIAS_SET:
@@ -554,7 +836,10 @@ class Store:
         for ns, revision in txn.revisions.items():
             space = self._spaces[ns]
             space.revision = revision
+            space.head_term = txn.head_terms[ns]
             space.floor = max(space.floor, revision - retention)
+        for ns, term in txn.terms.items():
+            self._space(ns).term = term
         self._hub.publish(txn.events)
 
     def _space(self, namespace: str) -> _Namespace:
@@ -564,6 +849,14 @@ class Store:
         return space
 
     # -- TTL -------------------------------------------------------------------------------------
+
+    def _schedule_expiry(self, entry: Entry) -> None:
+        if entry.expire_at is None:
+            return
+        item = (entry.expire_at, entry.namespace, entry.key, entry.version)
+        heapq.heappush(self._expiry, item)
+        if item == self._expiry[0]:
+            self._sweep_wakeup.set()
 
     async def _sweep_loop(self) -> None:
         interval = self.options.sweep_interval
@@ -584,32 +877,171 @@ class Store:
             if not due:
                 continue
             try:
-                await self._submit(functools.partial(_expire, due=due))
+                failed = await self._expire_due(due)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # The keys stay invisible; the next sweep retries because they are re-queued.
                 log.exception("TTL sweep failed; will retry")
-                for item in due:
-                    heapq.heappush(self._expiry, item)
+                failed = due
+            # The keys stay invisible; the next sweep retries because they are re-queued.
+            for item in failed:
+                heapq.heappush(self._expiry, item)
+            if failed:
                 # They are due already: without a pause this would retry, and log, in a busy loop
-                # for as long as the backend is down.
+                # for as long as the backend (or replication) is down.
                 await asyncio.sleep(interval)
 
-    def _take_due(self) -> builtins.list[tuple[int, str, str, int]]:
+    async def _expire_due(self, due: builtins.list[_Expiry]) -> builtins.list[_Expiry]:
+        """Expire ``due``, one operation per namespace so that a namespace ``replicate`` refuses
+        fails alone; returns the expiries that failed."""
+        by_namespace: dict[str, list[_Expiry]] = {}
+        for item in due:
+            by_namespace.setdefault(item[1], []).append(item)
+        pending = [
+            (ns, items, self._enqueue(functools.partial(_expire, due=items), frozenset((ns,))))
+            for ns, items in by_namespace.items()
+        ]
+        failed: list[_Expiry] = []
+        try:
+            for ns, items, future in pending:
+                try:
+                    await future
+                except PeersyncError as exc:
+                    log.error("TTL sweep of namespace %r failed; will retry: %s", ns, exc)
+                    failed.extend(items)
+        finally:
+            for _, _, future in pending:
+                future.cancel()  # if the sweep itself was cancelled; a no-op on the others
+        return failed
+
+    def _take_due(self) -> builtins.list[_Expiry]:
+        """Due expiries of writable namespaces. Those of the others are parked, and looked at again
+        on the next sweep: the namespace may have become writable, or its owner's `expire`
+        record may have arrived (then they are dropped)."""
+        for item in self._parked:
+            heapq.heappush(self._expiry, item)
+        self._parked.clear()
         now = self.now_ms()
-        due: list[tuple[int, str, str, int]] = []
+        due: list[_Expiry] = []
         while self._expiry and self._expiry[0][0] <= now and len(due) < self.options.max_batch:
-            due.append(heapq.heappop(self._expiry))
+            item = heapq.heappop(self._expiry)
+            if self._may_write(item[1]):
+                due.append(item)
+            elif self._still_set(item):
+                self._parked.append(item)
         return due
 
+    def _may_write(self, namespace: str) -> bool:
+        if self._writable is None:
+            return True
+        try:
+            return self._writable(namespace)
+        except Exception:
+            # Not the sweeper's end: the expiry waits, parked, for an answer.
+            log.exception("writable(%r) failed; not expiring its keys for now", namespace)
+            return False
 
-def _expire(txn: _Txn, due: list[tuple[int, str, str, int]]) -> None:
+    def _still_set(self, item: _Expiry) -> bool:
+        expire_at, ns, key, version = item
+        space = self._spaces.get(ns)
+        entry: Entry | None = None if space is None else space.keys.get(key)
+        return entry is not None and (entry.version, entry.expire_at) == (version, expire_at)
+
+
+def _expire(txn: _Txn, due: list[_Expiry]) -> None:
     for _, ns, key, version in due:
         current = txn.raw_entry(ns, key)
         # Only the version the timer was set for: a later write replaced or cleared the TTL.
         if current is not None and current.version == version:
             txn.entry(ns, key)
+
+
+def _groups(ops: list[_Op | _Exclusive]) -> Iterator[list[_Op] | _Exclusive]:
+    """``ops`` in order, as batches of consecutive operations and exclusive changes alone."""
+    batch: list[_Op] = []
+    for op in ops:
+        if isinstance(op, _Exclusive):
+            if batch:
+                yield batch
+                batch = []
+            yield op
+        else:
+            batch.append(op)
+    if batch:
+        yield batch
+
+
+def _fail_lost(op: _Op, lost: Mapping[str, PeersyncError]) -> bool:
+    """Fail ``op`` if it touches a namespace ``replicate`` could not copy; says whether it did."""
+    hit = sorted(op.namespaces & lost.keys())
+    if hit and not op.future.done():
+        op.future.set_exception(lost[hit[0]])
+    return bool(hit)
+
+
+def _check_term(term: int) -> None:
+    if term < 0:
+        raise InvalidArgument("term must not be negative", field="term")
+
+
+def _check_not_fenced(namespace: str, term: int, current: int) -> None:
+    if term < current:
+        raise Fenced(f"namespace {namespace!r} is at term {current}, past {term}", term=current)
+
+
+def _check_log(namespace: str, events: Sequence[Event], term: int) -> None:
+    """Refuse records that cannot be a contiguous stretch of the log of ``namespace``."""
+    previous: Event | None = None
+    for event in events:
+        problem = None
+        if event.namespace != namespace:
+            problem = f"is of namespace {event.namespace!r}"
+        elif event.term > term:
+            problem = f"is of term {event.term}, newer than the sender's {term}"
+        elif previous is None and event.revision < 1:
+            problem = "has no valid revision"
+        elif previous is not None and event.revision != previous.revision + 1:
+            problem = f"does not follow record {previous.revision}"
+        elif previous is not None and event.term < previous.term:
+            # Terms only grow along a log.
+            problem = f"is of term {event.term}, older than the record before it"
+        elif event.type in (EventType.SET, EventType.DELETE, EventType.EXPIRE) and (
+            event.entry is None or (event.entry.namespace, event.entry.key) != (namespace, event.key)
+        ):
+            problem = "does not carry the entry of its key"
+        elif event.type is EventType.ALIAS_SET and event.target is None:
+            problem = "does not carry the alias target"
+        if problem is not None:
+            raise InvalidArgument(
+                f"record {event.revision} of namespace {namespace!r} {problem}", field="events"
+            )
+        previous = event
+
+
+def _check_image(image: NamespaceImage) -> None:
+    _check_term(image.term)
+    ns = image.namespace
+    if image.revision < 0 or image.head_term > image.term:
+        raise InvalidArgument(f"the image of namespace {ns!r} has an impossible head", field="image")
+    for entry in image.entries:
+        if entry.namespace != ns or entry.revision > image.revision:
+            raise InvalidArgument(
+                f"entry {entry.key!r} does not belong in the image of {ns!r}", field="image"
+            )
+    for alias in image.aliases:
+        if alias.namespace != ns or alias.revision > image.revision:
+            raise InvalidArgument(
+                f"alias {alias.alias!r} does not belong in the image of {ns!r}", field="image"
+            )
+
+
+def _compacted(namespace: str, after: int, floor: int) -> Compacted:
+    return Compacted(
+        f"namespace {namespace!r}: records after {after} are no longer retained (the log starts "
+        f"after {floor}); copy the namespace's image instead",
+        namespace=namespace,
+        floor=floor,
+    )
 
 
 def _check_limit(limit: int) -> None:
@@ -640,7 +1072,7 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
             raise
 
 
-def _fail(ops: list[_Op], exc: PeersyncError) -> None:
+def _fail(ops: Sequence[_Op | _Exclusive], exc: PeersyncError) -> None:
     for op in ops:
         if not op.future.done():
             op.future.set_exception(exc)

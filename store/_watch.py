@@ -28,18 +28,30 @@ class WatchFilter:
         return not self.prefixes or event.key.startswith(self.prefixes)
 
 
+def replaced(namespace: str, floor: int) -> Compacted:
+    """What a watch of a namespace replaced or dropped under it raises."""
+    return Compacted(
+        f"namespace {namespace!r} was replaced or dropped on this node; re-read a snapshot and watch "
+        "from its revision",
+        namespace=namespace,
+        floor=floor,
+    )
+
+
 class _Subscriber:
     """A live feed registered with the hub. If the consumer falls ``capacity`` events behind, the
     feed is marked lagged and dropped; the watch then recovers by replaying from the log."""
 
-    __slots__ = ("closed", "filter", "lagged", "queue")
+    __slots__ = ("closed", "ended", "filter", "lagged", "queue")
 
     def __init__(self, watch_filter: WatchFilter, capacity: int) -> None:
         self.filter = watch_filter
-        # None wakes a reader when the store stops.
+        # None wakes a reader when the store stops or the feed ends.
         self.queue: asyncio.Queue[Event | None] = asyncio.Queue(capacity)
         self.lagged = False
         self.closed = False
+        # Why the feed ended while the store runs on: a namespace it follows was replaced.
+        self.ended: Compacted | None = None
 
 
 class WatchHub:
@@ -79,10 +91,20 @@ class WatchHub:
         for subs in list(self._by_namespace.values()):
             for sub in list(subs):
                 sub.closed = True
-                self.unsubscribe(sub)
-                # A full queue already wakes its reader; an empty one needs the None.
-                if not sub.queue.full():
-                    sub.queue.put_nowait(None)
+                self._wake(sub)
+
+    def end(self, namespace: str, floor: int) -> None:
+        """End the feeds of ``namespace``, whose state was replaced or dropped: their watches raise
+        Compacted, since their positions no longer describe what the store holds."""
+        for sub in list(self._by_namespace.get(namespace, ())):
+            sub.ended = replaced(namespace, floor)
+            self._wake(sub)
+
+    def _wake(self, sub: _Subscriber) -> None:
+        self.unsubscribe(sub)
+        # A full queue already wakes its reader; an empty one needs the None.
+        if not sub.queue.full():
+            sub.queue.put_nowait(None)
 
 
 class Watch:
@@ -91,6 +113,9 @@ class Watch:
     ``positions`` maps every watched namespace to the revision of the last event delivered (or the
     revision the watch started from), so a consumer can persist it and resume exactly there.
     Use as an async context manager; ``next(timeout)`` returns None when nothing arrived in time.
+
+    A namespace replaced or dropped while watched (:meth:`Store.install`, :meth:`Store.drop`) ends
+    the watch with Compacted for that namespace: its history here no longer leads to its state.
     """
 
     def __init__(self, store: Store, watch_filter: WatchFilter, start: Mapping[str, int] | None) -> None:
@@ -102,6 +127,9 @@ class Watch:
         # Namespaces whose retained log must be read before live events: ns -> replay up to revision.
         self._replay: dict[str, int] = {}
         self._buffer: list[Event] = []
+        # The store's generation of each namespace when first attached: a re-attach after a lag
+        # must not resume across a replacement the lagged feed did not hear of.
+        self._generations: dict[str, int] = {}
 
     async def __aenter__(self) -> Watch:
         self._attach(self._start)
@@ -121,6 +149,9 @@ class Watch:
             raise Unavailable("the store is stopping; resume the watch elsewhere or later")
         self._replay.clear()
         for ns in sorted(self._filter.namespaces):
+            generation = self._generations.setdefault(ns, store._generation(ns))
+            if generation != store._generation(ns):
+                raise replaced(ns, store.log_floor(ns))
             current = store.revision(ns)
             after = start.get(ns, current)
             if after < current:
@@ -140,10 +171,12 @@ class Watch:
     async def next(self, timeout: float | None = None) -> Event | None:  # noqa: ASYNC109 (None is the answer)
         """The next matching event, or None after ``timeout`` seconds without one.
 
-        Raises Compacted if the watch fell so far behind that the log no longer covers it, and
-        Unavailable when the store stops.
+        Raises Compacted if the watch fell so far behind that the log no longer covers it or a
+        watched namespace was replaced, and Unavailable when the store stops.
         """
         while True:
+            if self._sub is not None and self._sub.ended is not None:
+                raise self._sub.ended
             if self._buffer:
                 return self._deliver(self._buffer.pop())
             if self._replay:

@@ -26,6 +26,16 @@ async def durable_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Asyn
 
 
 @pytest.fixture
+async def peer_engine(engine: Engine, tmp_path: Path) -> AsyncIterator[Engine]:
+    """A second engine of the same kind as ``engine`` with storage of its own, for a store that
+    follows another."""
+    directory = tmp_path / "peer"
+    directory.mkdir()
+    async with open_engine(engine.name, directory) as found:
+        yield found
+
+
+@pytest.fixture
 def open_store(engine: Engine) -> OpenStore:
     """Starts a store on ``engine`` with the given options and stops it on exit."""
 

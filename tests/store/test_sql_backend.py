@@ -186,3 +186,48 @@ def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
     found = asyncio.run(stored())
     lost = [key for key in acknowledged if found.get(key) != key.encode()]
     assert not lost, f"{len(lost)} acknowledged writes lost, e.g. {lost[:5]}"
+
+
+# The tables as the first release created them, before terms, with a little data.
+_FIRST_RELEASE = """
+CREATE TABLE ps_namespaces (name VARCHAR NOT NULL, revision BIGINT NOT NULL, PRIMARY KEY (name));
+CREATE TABLE ps_log (
+    namespace VARCHAR NOT NULL, revision BIGINT NOT NULL, type SMALLINT NOT NULL, "key" VARCHAR NOT NULL,
+    value BLOB, codec VARCHAR, version BIGINT, created BOOLEAN NOT NULL, target VARCHAR,
+    entry_revision BIGINT, created_at BIGINT, updated_at BIGINT, expire_at BIGINT, at BIGINT NOT NULL,
+    PRIMARY KEY (namespace, revision)
+);
+CREATE TABLE ps_kv (
+    namespace VARCHAR NOT NULL, "key" VARCHAR NOT NULL, value BLOB NOT NULL, codec VARCHAR NOT NULL,
+    version BIGINT NOT NULL, revision BIGINT NOT NULL, created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL, expire_at BIGINT, PRIMARY KEY (namespace, "key")
+);
+INSERT INTO ps_namespaces VALUES ('ns', 2);
+INSERT INTO ps_log VALUES ('ns', 1, 1, 'k', X'31', 'raw', 1, 1, NULL, 1, 1000, 1000, NULL, 1000);
+INSERT INTO ps_log VALUES ('ns', 2, 1, 'k', X'32', 'raw', 2, 0, NULL, 2, 1000, 2000, NULL, 2000);
+INSERT INTO ps_kv VALUES ('ns', 'k', X'32', 'raw', 2, 2, 1000, 2000, NULL);
+"""
+
+
+async def test_a_database_from_before_terms_opens_with_every_term_zero(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(_FIRST_RELEASE)
+    url = SqlBackend.sqlite_url(path)
+    async with Store(SqlBackend(url)) as store:
+        assert (await store.get(NS, "k")).value == b"2"
+        assert (store.head(NS), store.term(NS)) == ((2, 0), 0)
+        assert [(e.revision, e.term) for e in await store.log(NS, 0, 10)] == [(1, 0), (2, 0)]
+        await store.fence(NS, 3)
+        entry, _ = await store.set(NS, "k", b"3", "raw")
+        assert (entry.revision, entry.version) == (3, 3)
+    async with Store(SqlBackend(url)) as store:
+        assert (store.head(NS), store.term(NS)) == ((3, 3), 3)
+        assert [(e.revision, e.term) for e in await store.log(NS, 0, 10)] == [(1, 0), (2, 0), (3, 3)]
+    with closing(sqlite3.connect(path)) as db:
+        assert [row[1] for row in db.execute("PRAGMA table_info(ps_namespaces)")] == [
+            "name",
+            "revision",
+            "term",
+            "head_term",
+        ]
