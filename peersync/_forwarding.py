@@ -99,14 +99,17 @@ class PeerLink:
         request_id = next(self._ids)
         request.id = request_id
         request.timeout_ms = max(1, int(timeout * 1000))
-        future: asyncio.Future[node_pb2.ForwardReply] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[node_pb2.ForwardReply] = loop.create_future()
         self._pending[request_id] = future
         self._outbox.append(request)
         self._wakeup.set()
+        # A bare timer, not asyncio.timeout(): this runs for every forwarded request.
+        timer = loop.call_later(timeout, _expire, future)
         try:
-            async with asyncio.timeout(timeout):
-                return await future
+            return await future
         finally:
+            timer.cancel()
             self._pending.pop(request_id, None)
 
     async def _open(self) -> None:
@@ -194,6 +197,11 @@ class PeerLink:
             if task is not asyncio.current_task():
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+
+def _expire(future: asyncio.Future[node_pb2.ForwardReply]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 class Forwarder:
