@@ -23,7 +23,7 @@ nox.options.default_venv_backend = "uv|virtualenv"
 # Tool versions are pinned so every machine checks the same way; runtime dependencies are ranged in
 # pyproject.toml.
 RUFF = "ruff==0.17.6"
-MYPY = ("mypy==2.4.1", "types-PyYAML==6.0.12.20261113")
+MYPY = ("mypy==2.4.1", "types-PyYAML==6.0.12.20261113", "types-protobuf==7.35.1.20260906")
 
 ROOT = Path(__file__).parent
 PROTO_ROOT = ROOT / "proto"
