@@ -115,6 +115,8 @@ class NodeService(v1.NodeBase):
             reader.cancel()
             for task in list(running):
                 task.cancel()
+        if reader.done() and not reader.cancelled() and (error := reader.exception()) is not None:
+            log.info("forwarding stream from a peer ended: %r", error)
 
     async def _serve(self, request: node_pb2.ForwardRequest) -> node_pb2.ForwardReply:
         reply = node_pb2.ForwardReply(id=request.id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -13,8 +12,6 @@ class Address:
     port: int
 
     @classmethod
-    # Cached: the forwarder looks up a peer's address for every request it sends.
-    @functools.lru_cache(maxsize=1024)
     def parse(cls, text: str) -> Address:
         """``HOST:PORT``, with IPv6 hosts in brackets (``[::1]:9090``)."""
         host, sep, port_text = text.rpartition(":")
