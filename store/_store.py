@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import collections
 import functools
 import heapq
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -242,6 +243,9 @@ class _Op:
     apply: Callable[[_Txn], Any]
     namespaces: frozenset[str]
     future: asyncio.Future[Any]
+    # False for records another store produced and for term changes: they never wait for
+    # ``replicate``, so they never share a batch with writes that do.
+    local: bool = True
 
 
 @dataclass(slots=True)
@@ -294,7 +298,15 @@ class Store:
         # Due expiries of namespaces not writable here, looked at again on every sweep.
         self._parked: list[_Expiry] = []
         self._hub = WatchHub(self.options.watch_buffer)
-        self._queue: asyncio.Queue[_Op | _Exclusive] = asyncio.Queue()
+        # Operations not yet taken by the writer, and how many are not finished yet.
+        self._incoming: collections.deque[_Op | _Exclusive] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._unfinished = 0
+        self._drained = asyncio.Event()
+        # Batches being replicated or committed, and the namespaces they hold.
+        self._inflight: builtins.set[asyncio.Task[None]] = set()
+        self._busy: builtins.set[str] = set()
+        self._commit_lock = asyncio.Lock()
         self._writer: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._sweep_wakeup = asyncio.Event()
@@ -323,7 +335,9 @@ class Store:
         self._accepting = False
         await _cancel(self._sweeper)
         if self._writer is not None:
-            await self._queue.join()
+            while self._unfinished:
+                self._drained.clear()
+                await self._drained.wait()
         await _cancel(self._writer)
         self._writer = self._sweeper = None
         self._hub.close_all()
@@ -621,7 +635,7 @@ class Store:
             _check_not_fenced(namespace, term, txn.term(namespace))
             txn.raise_term(namespace, term)
 
-        await self._submit(apply, namespace)
+        await self._submit(apply, namespace, local=False)
 
     async def apply_log(self, namespace: str, events: Sequence[Event], *, term: int) -> tuple[int, int]:
         """Apply records another store produced for ``namespace``, as they are, in one commit;
@@ -662,7 +676,7 @@ class Store:
             txn.raise_term(namespace, term)
             return txn.revision(namespace), txn.head_term(namespace)
 
-        result: tuple[int, int] = await self._submit(apply, namespace)
+        result: tuple[int, int] = await self._submit(apply, namespace, local=False)
         return result
 
     async def install(self, image: NamespaceImage) -> None:
@@ -712,44 +726,120 @@ class Store:
 
     # -- the writer ------------------------------------------------------------------------------
 
-    async def _submit(self, apply: Callable[[_Txn], T], namespace: str) -> T:
-        return await self._enqueue(apply, frozenset((namespace,)))
+    async def _submit(self, apply: Callable[[_Txn], T], namespace: str, *, local: bool = True) -> T:
+        return await self._enqueue(apply, frozenset((namespace,)), local=local)
 
-    def _enqueue(self, apply: Callable[[_Txn], T], namespaces: frozenset[str]) -> asyncio.Future[T]:
+    def _enqueue(
+        self, apply: Callable[[_Txn], T], namespaces: frozenset[str], *, local: bool = True
+    ) -> asyncio.Future[T]:
         if not self._accepting:
             raise Unavailable("the store is not accepting writes (stopped or stopping)")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Op(apply, namespaces, future))
+        self._arrive(_Op(apply, namespaces, future, local))
         return future
 
     async def _submit_exclusive(self, run: Callable[[], Awaitable[T]]) -> T:
         if not self._accepting:
             raise Unavailable("the store is not accepting writes (stopped or stopping)")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Exclusive(run, future))
+        self._arrive(_Exclusive(run, future))
         return await future
 
+    def _arrive(self, op: _Op | _Exclusive) -> None:
+        self._incoming.append(op)
+        self._unfinished += 1
+        self._wakeup.set()
+
+    def _finished(self, count: int) -> None:
+        self._unfinished -= count
+        if not self._unfinished:
+            self._drained.set()
+
     async def _write_loop(self) -> None:
-        while True:
-            ops = [await self._queue.get()]
-            while len(ops) < self.options.max_batch and not self._queue.empty():
-                ops.append(self._queue.get_nowait())
-            try:
-                for group in _groups(ops):
+        """Start batches of operations as they arrive. Batches of disjoint namespaces run at once,
+        so that one waiting for ``replicate`` (a round trip to other nodes) holds up only its own
+        namespaces: in particular never the records other owners send this store, which would
+        otherwise wait for this store's replication while theirs waits for this store's apply."""
+        held: builtins.list[_Op | _Exclusive] = []
+        try:
+            while True:
+                self._wakeup.clear()
+                held.extend(self._incoming)
+                self._incoming.clear()
+                held = await self._dispatch(held)
+                await self._wakeup.wait()
+        except asyncio.CancelledError:
+            failure = Unavailable("the store stopped before the write was committed")
+            _fail([*held, *self._incoming], failure)
+            for task in list(self._inflight):
+                task.cancel()
+            raise
+
+    async def _dispatch(self, pending: builtins.list[_Op | _Exclusive]) -> builtins.list[_Op | _Exclusive]:
+        """Start what can start; return the operations that must wait, in their order. An
+        operation waits while a namespace it touches is held by an earlier one, an exclusive
+        change until everything before it finished, and everything after an exclusive change for it."""
+        blocked = set(self._busy)
+        # Local writes and records from elsewhere, batched apart: only the former wait for replicas.
+        batches: dict[bool, tuple[builtins.list[_Op], builtins.set[str]]] = {
+            True: ([], set()),
+            False: ([], set()),
+        }
+        waiting: builtins.list[_Op | _Exclusive] = []
+        barrier = False
+        for op in pending:
+            if barrier:
+                waiting.append(op)
+            elif isinstance(op, _Exclusive):
+                if waiting or self._inflight or any(ops for ops, _ in batches.values()):
+                    waiting.append(op)
+                    barrier = True
+                else:
                     try:
-                        if isinstance(group, _Exclusive):
-                            await self._run_exclusive(group)
-                        else:
-                            await self._run_batch(group)
+                        await self._run_exclusive(op)
                     except Exception as exc:
-                        log.exception("store batch failed")
-                        _fail([group] if isinstance(group, _Exclusive) else group, _unavailable(exc))
-            except asyncio.CancelledError:
-                _fail(ops, Unavailable("the store stopped before the write was committed"))
-                raise
-            finally:
-                for _ in ops:
-                    self._queue.task_done()
+                        log.exception("store change failed")
+                        _fail([op], _unavailable(exc))
+                    finally:
+                        self._finished(1)
+            elif op.namespaces & blocked or op.namespaces & batches[not op.local][1]:
+                waiting.append(op)
+                blocked |= op.namespaces
+            else:
+                ops, names = batches[op.local]
+                ops.append(op)
+                names |= op.namespaces
+                if len(ops) >= self.options.max_batch:
+                    self._start_batch(ops, names)
+                    blocked |= names
+                    batches[op.local] = ([], set())
+        for ops, names in batches.values():
+            if ops:
+                self._start_batch(ops, names)
+        return waiting
+
+    def _start_batch(self, ops: builtins.list[_Op], namespaces: builtins.set[str]) -> None:
+        held = frozenset(namespaces)
+        self._busy |= held
+        task = asyncio.create_task(self._batch(ops, held), name="store-batch")
+        self._inflight.add(task)
+
+    async def _batch(self, ops: builtins.list[_Op], namespaces: frozenset[str]) -> None:
+        try:
+            await self._run_batch(ops)
+        except asyncio.CancelledError:
+            _fail(ops, Unavailable("the store stopped before the write was committed"))
+            raise
+        except Exception as exc:
+            log.exception("store batch failed")
+            _fail(ops, _unavailable(exc))
+        finally:
+            self._busy -= namespaces
+            current = asyncio.current_task()
+            if current is not None:
+                self._inflight.discard(current)
+            self._finished(len(ops))
+            self._wakeup.set()
 
     async def _run_exclusive(self, op: _Exclusive) -> None:
         if op.future.cancelled():
@@ -792,8 +882,9 @@ class Store:
                 done = [(op, result) for op, result in done if not _fail_lost(op, lost)]
                 refused = [(op, error) for op, error in refused if not _fail_lost(op, lost)]
         if txn.events or txn.terms:
-            await self._backend.commit(txn.events, txn.heads(), self._prune(txn))
-            self._apply(txn)
+            async with self._commit_lock:
+                await self._backend.commit(txn.events, txn.heads(), self._prune(txn))
+                self._apply(txn)
         # Refusals too wait for the commit: one may rest on a write queued earlier in this batch,
         # which its caller must be able to read once told of it (and which may yet fail).
         for op, error in refused:
@@ -954,21 +1045,6 @@ def _expire(txn: _Txn, due: list[_Expiry]) -> None:
         # Only the version the timer was set for: a later write replaced or cleared the TTL.
         if current is not None and current.version == version:
             txn.entry(ns, key)
-
-
-def _groups(ops: list[_Op | _Exclusive]) -> Iterator[list[_Op] | _Exclusive]:
-    """``ops`` in order, as batches of consecutive operations and exclusive changes alone."""
-    batch: list[_Op] = []
-    for op in ops:
-        if isinstance(op, _Exclusive):
-            if batch:
-                yield batch
-                batch = []
-            yield op
-        else:
-            batch.append(op)
-    if batch:
-        yield batch
 
 
 def _fail_lost(op: _Op, lost: Mapping[str, PeersyncError]) -> bool:

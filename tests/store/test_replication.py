@@ -285,9 +285,11 @@ async def test_a_namespace_the_hook_could_not_copy_fails_alone(engine: Engine) -
             return_exceptions=True,
         )
         lost = recorder.lose[NS]
-        assert [r is lost for r in results] == [True, False, True, True, False]
+        # A term change never waits for replication: it runs after the writes it queued behind.
+        assert [r is lost for r in results] == [True, False, True, False, False]
+        assert results[3] is None
         assert store.head(NS) == (1, 0)
-        assert store.term(NS) == 0
+        assert store.term(NS) == 3
         assert (await store.get(NS, "k")).value == b"1"
         assert [e.key for e in await all_of(store, OTHER)] == ["j", "k"]
 
@@ -316,16 +318,53 @@ async def test_a_failing_hook_fails_the_whole_batch(engine: Engine) -> None:
                 store.fence(OTHER, 1),
                 return_exceptions=True,
             )
-            assert all(type(r) is expected for r in results), results
+            assert all(type(r) is expected for r in results[:2]), results
             if isinstance(failure, PeersyncError):
                 assert results[0] is failure
-            assert (store.head(NS), store.head(OTHER), store.term(OTHER)) == ((1, 0), (0, 0), 0)
+            # The term change is no write of this store's: it never waits for the hook.
+            assert results[2] is None
+            assert (store.head(NS), store.head(OTHER), store.term(OTHER)) == ((1, 0), (0, 0), 1)
             assert await missing(store, "k", OTHER)
         recorder.fail = None
         await store.set(OTHER, "k", b"v", "raw")
         assert [(e.namespace, e.revision) for e in await collect(watch, 2)] == [(NS, 1), (OTHER, 1)]
         assert await watch.next(timeout=0.05) is None
         assert await store.log(OTHER, 0, 10) == recorder.of(OTHER)
+
+
+async def test_a_write_waiting_for_its_replicas_holds_up_only_its_own_namespace(
+    engine: Engine, peer_engine: Engine
+) -> None:
+    """Two owners replicating to each other must not wait for each other: the records one sends
+    are applied while this store's own write still waits for its replicas."""
+    gate = asyncio.Event()
+    shown: list[Event] = []
+
+    async def replicate(events: Sequence[Event]) -> Mapping[str, PeersyncError]:
+        shown.extend(events)
+        await gate.wait()
+        return {}
+
+    async with Store(peer_engine.backend()) as leader, Store(engine.backend(), replicate=replicate) as store:
+        await leader.set(OTHER, "k", b"theirs", "raw")
+        waiting = asyncio.create_task(store.set(NS, "k", b"mine", "raw"))
+        await eventually(lambda: bool(shown), timeout=5)
+        behind = asyncio.create_task(store.set(NS, "j", b"queued", "raw"))
+        try:
+            await other_namespaces_go_by(leader, store)
+        finally:
+            gate.set()
+        (entry, _), (later, _) = await asyncio.gather(waiting, behind)
+    # Writes of one namespace still commit in their order.
+    assert (entry.revision, later.revision) == (1, 2)
+
+
+async def other_namespaces_go_by(leader: Store, store: Store) -> None:
+    async with asyncio.timeout(5):
+        # Another namespace's records and a term change go by.
+        assert await store.apply_log(OTHER, await leader.log(OTHER, 0, 10), term=0) == (1, 0)
+        await store.fence(OTHER, 2)
+    assert await missing(store, "k")
 
 
 async def test_the_hook_is_not_shown_applied_records(engine: Engine) -> None:
