@@ -26,8 +26,11 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from store import (
     ClaimConflict,
     Compacted,
+    Fenced,
     InvalidArgument,
     KeyExists,
+    LogDiverged,
+    LogGap,
     NotFound,
     NotOwner,
     OwnerUnavailable,
@@ -268,6 +271,10 @@ def failure_from_error(exc: PeersyncError) -> node_pb2.Failure:
         failure.namespace, failure.floor = exc.namespace, exc.floor
     elif isinstance(exc, ClaimConflict):
         failure.owner = exc.holder or ""
+    elif isinstance(exc, (LogGap, LogDiverged)):
+        failure.revision, failure.term = exc.revision, exc.term
+    elif isinstance(exc, Fenced):
+        failure.term = exc.term
     return failure
 
 
@@ -284,6 +291,12 @@ def error_from_failure(failure: node_pb2.Failure) -> PeersyncError:
         return Compacted(detail, namespace=failure.namespace, floor=failure.floor)
     if reason == "CLAIM_CONFLICT":
         return ClaimConflict(detail, holder=failure.owner or None)
+    if reason == "FENCED":
+        return Fenced(detail, term=failure.term)
+    if reason == "LOG_GAP":
+        return LogGap(detail, revision=failure.revision, term=failure.term)
+    if reason == "LOG_DIVERGED":
+        return LogDiverged(detail, revision=failure.revision, term=failure.term)
     cls = _ERRORS.get(reason)
     if cls is None:
         return Unavailable(f"{reason}: {detail}")

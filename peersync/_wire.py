@@ -14,12 +14,22 @@ import betterproto2
 import msgspec
 from google.protobuf.message import Message as PbMessage
 
-from store import Alias, Entry, Event, EventType, InvalidArgument, Mode, NamespaceInfo, Snapshot
+from store import (
+    Alias,
+    Entry,
+    Event,
+    EventType,
+    InvalidArgument,
+    Mode,
+    NamespaceImage,
+    NamespaceInfo,
+    Snapshot,
+)
 
 from . import v1
 from ._codecs import Codec
 from ._diff import Diff
-from .v1 import kv_pb2
+from .v1 import kv_pb2, node_pb2
 
 B = TypeVar("B", bound=betterproto2.Message)
 P = TypeVar("P", bound=PbMessage)
@@ -143,6 +153,72 @@ def event_from_wire(event: v1.Event) -> Event:
         entry=None if event.entry is None else entry_from_wire(event.entry),
         created=event.created,
         target=event.target or None,
+    )
+
+
+_EVENT_TYPES_TO_PB = {
+    EventType.SET: kv_pb2.EVENT_TYPE_SET,
+    EventType.DELETE: kv_pb2.EVENT_TYPE_DELETE,
+    EventType.EXPIRE: kv_pb2.EVENT_TYPE_EXPIRE,
+    EventType.ALIAS_SET: kv_pb2.EVENT_TYPE_ALIAS_SET,
+    EventType.ALIAS_DELETE: kv_pb2.EVENT_TYPE_ALIAS_DELETE,
+}
+
+
+def event_into_pb(event: Event, out: kv_pb2.Event) -> None:
+    """Fill ``out`` with ``event``, term included: the node-to-node form of a log record."""
+    out.type = _EVENT_TYPES_TO_PB[event.type]
+    out.namespace = event.namespace
+    out.key = event.key
+    out.revision = event.revision
+    out.at = event.at
+    if event.entry is not None:
+        entry_into_pb(event.entry, out.entry)
+    out.created = event.created
+    out.target = event.target or ""
+    out.term = event.term
+
+
+def event_from_pb(event: kv_pb2.Event) -> Event:
+    """A log record a peer sent; InvalidArgument when it names no known record type."""
+    try:
+        kind = EventType(event.type)
+    except ValueError:
+        raise InvalidArgument(f"unknown record type {event.type}", field="events") from None
+    return Event(
+        kind,
+        event.namespace,
+        event.key,
+        event.revision,
+        event.at,
+        entry=entry_from_pb(event.entry) if event.HasField("entry") else None,
+        created=event.created,
+        target=event.target or None,
+        term=event.term,
+    )
+
+
+def image_into_pb(image: NamespaceImage, out: node_pb2.NamespaceImage) -> None:
+    out.namespace = image.namespace
+    out.revision = image.revision
+    out.term = image.term
+    out.head_term = image.head_term
+    for entry in image.entries:
+        entry_into_pb(entry, out.entries.add())
+    for alias in image.aliases:
+        out.aliases.add(
+            namespace=alias.namespace, alias=alias.alias, target=alias.target, revision=alias.revision
+        )
+
+
+def image_from_pb(image: node_pb2.NamespaceImage) -> NamespaceImage:
+    return NamespaceImage(
+        image.namespace,
+        image.revision,
+        image.term,
+        image.head_term,
+        tuple(entry_from_pb(e) for e in image.entries),
+        tuple(Alias(a.namespace, a.alias, a.target, a.revision) for a in image.aliases),
     )
 
 

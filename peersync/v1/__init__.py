@@ -11,6 +11,7 @@ __all__ = (
     "ClusterState",
     "Codec",
     "Compacted",
+    "CopyHead",
     "DeleteAliasRequest",
     "DeleteAliasResponse",
     "DeletePrefixRequest",
@@ -22,7 +23,9 @@ __all__ = (
     "Entry",
     "Event",
     "EventType",
+    "ExportRequest",
     "Failure",
+    "FenceRequest",
     "ForwardBatch",
     "ForwardReply",
     "ForwardReplyBatch",
@@ -35,6 +38,7 @@ __all__ = (
     "GetVersionsRequest",
     "GetVersionsResponse",
     "Heartbeat",
+    "InstallRequest",
     "KvBase",
     "KvStub",
     "ListAliasesRequest",
@@ -47,11 +51,15 @@ __all__ = (
     "ListResponse",
     "MemberInfo",
     "Mode",
+    "NamespaceImage",
     "NamespaceInfo",
     "NodeBase",
     "NodeStub",
     "OverrideEntry",
     "OverrideKind",
+    "ReadLogReply",
+    "ReadLogRequest",
+    "ReplicateRequest",
     "SetAliasRequest",
     "SetAliasResponse",
     "SetRequest",
@@ -333,6 +341,28 @@ default_message_pool.register_message("peersync.v1", "Compacted", Compacted)
 
 
 @dataclass(eq=False, repr=False)
+class CopyHead(betterproto2.Message):
+    """
+    Replication, handoff and fencing (DESIGN.md section 3). Each namespace has a term, raised by
+    every node that becomes its owner; a copy refuses records and images of an older term than its
+    own. Terms are Lamport clock values with the node's tag in the low 20 bits, so two nodes never
+    pick the same one.
+
+    A node's copy of a namespace: its last record (revision and the term it was written in) and the
+    namespace's current term there.
+    """
+
+    revision: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
+
+    head_term: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+
+    term: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
+
+
+default_message_pool.register_message("peersync.v1", "CopyHead", CopyHead)
+
+
+@dataclass(eq=False, repr=False)
 class DeleteAliasRequest(betterproto2.Message):
     namespace: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
@@ -526,8 +556,21 @@ class Event(betterproto2.Message):
     The alias target for EVENT_TYPE_ALIAS_SET; empty otherwise.
     """
 
+    term: "int" = betterproto2.field(9, betterproto2.TYPE_UINT64)
+    """
+    The namespace's term when the record was written (see node.proto); set between nodes only.
+    """
+
 
 default_message_pool.register_message("peersync.v1", "Event", Event)
+
+
+@dataclass(eq=False, repr=False)
+class ExportRequest(betterproto2.Message):
+    namespace: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("peersync.v1", "ExportRequest", ExportRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -570,8 +613,30 @@ class Failure(betterproto2.Message):
 
     floor: "int" = betterproto2.field(8, betterproto2.TYPE_UINT64)
 
+    revision: "int" = betterproto2.field(9, betterproto2.TYPE_UINT64)
+    """
+    LOG_GAP, LOG_DIVERGED: the receiver's last record and its term; FENCED: the receiver's term.
+    """
+
+    term: "int" = betterproto2.field(10, betterproto2.TYPE_UINT64)
+
 
 default_message_pool.register_message("peersync.v1", "Failure", Failure)
+
+
+@dataclass(eq=False, repr=False)
+class FenceRequest(betterproto2.Message):
+    """
+    Raise the receiver's term for a namespace and report its copy's head: the first step of a node
+    that becomes owner. From then on the receiver refuses records of the older owner.
+    """
+
+    namespace: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    term: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+
+
+default_message_pool.register_message("peersync.v1", "FenceRequest", FenceRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -647,6 +712,26 @@ class ForwardReply(betterproto2.Message):
 
     local_namespaces: "ListNamespacesResponse | None" = betterproto2.field(
         22, betterproto2.TYPE_MESSAGE, optional=True, group="result"
+    )
+
+    replicate: "CopyHead | None" = betterproto2.field(
+        23, betterproto2.TYPE_MESSAGE, optional=True, group="result"
+    )
+
+    fence: "CopyHead | None" = betterproto2.field(
+        24, betterproto2.TYPE_MESSAGE, optional=True, group="result"
+    )
+
+    read_log: "ReadLogReply | None" = betterproto2.field(
+        25, betterproto2.TYPE_MESSAGE, optional=True, group="result"
+    )
+
+    export: "NamespaceImage | None" = betterproto2.field(
+        26, betterproto2.TYPE_MESSAGE, optional=True, group="result"
+    )
+
+    install: "CopyHead | None" = betterproto2.field(
+        27, betterproto2.TYPE_MESSAGE, optional=True, group="result"
     )
 
     failure: "Failure | None" = betterproto2.field(
@@ -741,6 +826,29 @@ class ForwardRequest(betterproto2.Message):
     """
     The namespaces held by the receiver itself, for a cluster-wide listing.
     """
+
+    replicate: "ReplicateRequest | None" = betterproto2.field(
+        23, betterproto2.TYPE_MESSAGE, optional=True, group="op"
+    )
+    """
+    Replication and handoff: never routed, always about the receiver's own copy.
+    """
+
+    fence: "FenceRequest | None" = betterproto2.field(
+        24, betterproto2.TYPE_MESSAGE, optional=True, group="op"
+    )
+
+    read_log: "ReadLogRequest | None" = betterproto2.field(
+        25, betterproto2.TYPE_MESSAGE, optional=True, group="op"
+    )
+
+    export: "ExportRequest | None" = betterproto2.field(
+        26, betterproto2.TYPE_MESSAGE, optional=True, group="op"
+    )
+
+    install: "InstallRequest | None" = betterproto2.field(
+        27, betterproto2.TYPE_MESSAGE, optional=True, group="op"
+    )
 
 
 default_message_pool.register_message("peersync.v1", "ForwardRequest", ForwardRequest)
@@ -848,6 +956,18 @@ default_message_pool.register_message("peersync.v1", "Heartbeat", Heartbeat)
 
 
 @dataclass(eq=False, repr=False)
+class InstallRequest(betterproto2.Message):
+    """
+    Replace the receiver's copy of a namespace by an image (FENCED if the image's term is older).
+    """
+
+    image: "NamespaceImage | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
+
+
+default_message_pool.register_message("peersync.v1", "InstallRequest", InstallRequest)
+
+
+@dataclass(eq=False, repr=False)
 class ListAliasesRequest(betterproto2.Message):
     namespace: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
@@ -948,6 +1068,29 @@ default_message_pool.register_message("peersync.v1", "MemberInfo", MemberInfo)
 
 
 @dataclass(eq=False, repr=False)
+class NamespaceImage(betterproto2.Message):
+    """
+    A namespace's whole state on one node, for a copy too far behind (or diverged) to be caught up
+    through the log.
+    """
+
+    namespace: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    revision: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+
+    term: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
+
+    head_term: "int" = betterproto2.field(4, betterproto2.TYPE_UINT64)
+
+    entries: "list[Entry]" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, repeated=True)
+
+    aliases: "list[Alias]" = betterproto2.field(6, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("peersync.v1", "NamespaceImage", NamespaceImage)
+
+
+@dataclass(eq=False, repr=False)
 class NamespaceInfo(betterproto2.Message):
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
@@ -996,6 +1139,52 @@ class OverrideEntry(betterproto2.Message):
 
 
 default_message_pool.register_message("peersync.v1", "OverrideEntry", OverrideEntry)
+
+
+@dataclass(eq=False, repr=False)
+class ReadLogReply(betterproto2.Message):
+    events: "list[Event]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("peersync.v1", "ReadLogReply", ReadLogReply)
+
+
+@dataclass(eq=False, repr=False)
+class ReadLogRequest(betterproto2.Message):
+    """
+    Retained records after `after`, at most `limit` of them; COMPACTED when no longer all retained.
+    """
+
+    namespace: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    after: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+
+    limit: "int" = betterproto2.field(3, betterproto2.TYPE_UINT32)
+
+
+default_message_pool.register_message("peersync.v1", "ReadLogRequest", ReadLogRequest)
+
+
+@dataclass(eq=False, repr=False)
+class ReplicateRequest(betterproto2.Message):
+    """
+    The owner's records of a namespace, in revision order, for a replica to apply. The replica
+    skips those it has, answers LOG_GAP (with its head) when they start past its last record and
+    LOG_DIVERGED when its last record differs from the owner's; the owner then sends the missing
+    records, or an image. Empty `events` just reports the replica's head (and adopts the term).
+    """
+
+    namespace: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    term: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+    """
+    The sender's term for the namespace; FENCED if the receiver knows a newer one.
+    """
+
+    events: "list[Event]" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("peersync.v1", "ReplicateRequest", ReplicateRequest)
 
 
 @dataclass(eq=False, repr=False)

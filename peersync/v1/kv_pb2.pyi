@@ -251,7 +251,7 @@ class WatchResponse(_message.Message):
     def __init__(self, event: _Optional[_Union[Event, _Mapping]] = ..., compacted: _Optional[_Union[Compacted, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("type", "namespace", "key", "revision", "at", "entry", "created", "target")
+    __slots__ = ("type", "namespace", "key", "revision", "at", "entry", "created", "target", "term")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
@@ -260,6 +260,7 @@ class Event(_message.Message):
     ENTRY_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
     type: EventType
     namespace: str
     key: str
@@ -268,7 +269,8 @@ class Event(_message.Message):
     entry: Entry
     created: bool
     target: str
-    def __init__(self, type: _Optional[_Union[EventType, str]] = ..., namespace: _Optional[str] = ..., key: _Optional[str] = ..., revision: _Optional[int] = ..., at: _Optional[int] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., created: _Optional[bool] = ..., target: _Optional[str] = ...) -> None: ...
+    term: int
+    def __init__(self, type: _Optional[_Union[EventType, str]] = ..., namespace: _Optional[str] = ..., key: _Optional[str] = ..., revision: _Optional[int] = ..., at: _Optional[int] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., created: _Optional[bool] = ..., target: _Optional[str] = ..., term: _Optional[int] = ...) -> None: ...
 
 class Compacted(_message.Message):
     __slots__ = ("namespace", "floor")

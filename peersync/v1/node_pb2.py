@@ -25,43 +25,59 @@ _sym_db = _symbol_database.Default()
 from peersync.v1 import kv_pb2 as peersync_dot_v1_dot_kv__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16peersync/v1/node.proto\x12\x0bpeersync.v1\x1a\x14peersync/v1/kv.proto\">\n\x06\x43\x61ller\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0e\n\x06origin\x18\x03 \x01(\t\"\x81\x06\n\x0e\x46orwardRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x12\n\ntimeout_ms\x18\x02 \x01(\r\x12#\n\x06\x63\x61ller\x18\x03 \x01(\x0b\x32\x13.peersync.v1.Caller\x12\x14\n\x0cring_version\x18\x04 \x01(\t\x12&\n\x03get\x18\n \x01(\x0b\x32\x17.peersync.v1.GetRequestH\x00\x12&\n\x03set\x18\x0b \x01(\x0b\x32\x17.peersync.v1.SetRequestH\x00\x12,\n\x06\x64\x65lete\x18\x0c \x01(\x0b\x32\x1a.peersync.v1.DeleteRequestH\x00\x12(\n\x04list\x18\r \x01(\x0b\x32\x18.peersync.v1.ListRequestH\x00\x12\x39\n\rdelete_prefix\x18\x0e \x01(\x0b\x32 .peersync.v1.DeletePrefixRequestH\x00\x12\x37\n\x0cget_versions\x18\x0f \x01(\x0b\x32\x1f.peersync.v1.GetVersionsRequestH\x00\x12(\n\x04\x64iff\x18\x10 \x01(\x0b\x32\x18.peersync.v1.DiffRequestH\x00\x12\x30\n\x08snapshot\x18\x11 \x01(\x0b\x32\x1c.peersync.v1.SnapshotRequestH\x00\x12\x31\n\tset_alias\x18\x12 \x01(\x0b\x32\x1c.peersync.v1.SetAliasRequestH\x00\x12\x31\n\tget_alias\x18\x13 \x01(\x0b\x32\x1c.peersync.v1.GetAliasRequestH\x00\x12\x37\n\x0c\x64\x65lete_alias\x18\x14 \x01(\x0b\x32\x1f.peersync.v1.DeleteAliasRequestH\x00\x12\x37\n\x0clist_aliases\x18\x15 \x01(\x0b\x32\x1f.peersync.v1.ListAliasesRequestH\x00\x12>\n\x10local_namespaces\x18\x16 \x01(\x0b\x32\".peersync.v1.ListNamespacesRequestH\x00\x42\x04\n\x02op\"=\n\x0c\x46orwardBatch\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.peersync.v1.ForwardRequest\"?\n\x11\x46orwardReplyBatch\x12*\n\x07replies\x18\x01 \x03(\x0b\x32\x19.peersync.v1.ForwardReply\"\xea\x05\n\x0c\x46orwardReply\x12\n\n\x02id\x18\x01 \x01(\x04\x12\'\n\x03get\x18\n \x01(\x0b\x32\x18.peersync.v1.GetResponseH\x00\x12\'\n\x03set\x18\x0b \x01(\x0b\x32\x18.peersync.v1.SetResponseH\x00\x12-\n\x06\x64\x65lete\x18\x0c \x01(\x0b\x32\x1b.peersync.v1.DeleteResponseH\x00\x12)\n\x04list\x18\r \x01(\x0b\x32\x19.peersync.v1.ListResponseH\x00\x12:\n\rdelete_prefix\x18\x0e \x01(\x0b\x32!.peersync.v1.DeletePrefixResponseH\x00\x12\x38\n\x0cget_versions\x18\x0f \x01(\x0b\x32 .peersync.v1.GetVersionsResponseH\x00\x12)\n\x04\x64iff\x18\x10 \x01(\x0b\x32\x19.peersync.v1.DiffResponseH\x00\x12\x31\n\x08snapshot\x18\x11 \x01(\x0b\x32\x1d.peersync.v1.SnapshotResponseH\x00\x12\x32\n\tset_alias\x18\x12 \x01(\x0b\x32\x1d.peersync.v1.SetAliasResponseH\x00\x12\x32\n\tget_alias\x18\x13 \x01(\x0b\x32\x1d.peersync.v1.GetAliasResponseH\x00\x12\x38\n\x0c\x64\x65lete_alias\x18\x14 \x01(\x0b\x32 .peersync.v1.DeleteAliasResponseH\x00\x12\x38\n\x0clist_aliases\x18\x15 \x01(\x0b\x32 .peersync.v1.ListAliasesResponseH\x00\x12?\n\x10local_namespaces\x18\x16 \x01(\x0b\x32#.peersync.v1.ListNamespacesResponseH\x00\x12\'\n\x07\x66\x61ilure\x18\x32 \x01(\x0b\x32\x14.peersync.v1.FailureH\x00\x42\x08\n\x06result\"\xb1\x01\n\x07\x46\x61ilure\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x1c\n\x0f\x63urrent_version\x18\x04 \x01(\x04H\x00\x88\x01\x01\x12\r\n\x05owner\x18\x05 \x01(\t\x12\x14\n\x0cring_version\x18\x06 \x01(\t\x12\x11\n\tnamespace\x18\x07 \x01(\t\x12\r\n\x05\x66loor\x18\x08 \x01(\x04\x42\x12\n\x10_current_version\"x\n\rOverrideEntry\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.peersync.v1.OverrideKind\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\r\n\x05\x63lock\x18\x04 \x01(\x04\x12\x0e\n\x06origin\x18\x05 \x01(\t\"b\n\nMemberInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tgrpc_addr\x18\x02 \x01(\t\x12\x11\n\thttp_addr\x18\x03 \x01(\t\x12\x13\n\x0bincarnation\x18\x04 \x01(\x04\x12\r\n\x05state\x18\x05 \x01(\t\"\x1f\n\x0fGetStateRequest\x12\x0c\n\x04\x66rom\x18\x01 \x01(\t\"\xaa\x01\n\x0c\x43lusterState\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05\x63lock\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12-\n\toverrides\x18\x04 \x03(\x0b\x32\x1a.peersync.v1.OverrideEntry\x12(\n\x07members\x18\x05 \x03(\x0b\x32\x17.peersync.v1.MemberInfo\x12\x14\n\x0cring_version\x18\x06 \x01(\t\"U\n\x0c\x43laimRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12#\n\x06\x63\x61ller\x18\x03 \x01(\x0b\x32\x13.peersync.v1.Caller\"7\n\nClaimReply\x12)\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x1a.peersync.v1.OverrideEntry\"W\n\x0eUnclaimRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12#\n\x06\x63\x61ller\x18\x03 \x01(\x0b\x32\x13.peersync.v1.Caller\"9\n\x0cUnclaimReply\x12)\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x1a.peersync.v1.OverrideEntry*]\n\x0cOverrideKind\x12\x1d\n\x19OVERRIDE_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13OVERRIDE_KIND_CLAIM\x10\x01\x12\x15\n\x11OVERRIDE_KIND_PIN\x10\x02\x32\xd7\x02\n\x04Node\x12H\n\x07\x46orward\x12\x19.peersync.v1.ForwardBatch\x1a\x1e.peersync.v1.ForwardReplyBatch(\x01\x30\x01\x12\x43\n\x08GetState\x12\x1c.peersync.v1.GetStateRequest\x1a\x19.peersync.v1.ClusterState\x12;\n\x05\x43laim\x12\x19.peersync.v1.ClaimRequest\x1a\x17.peersync.v1.ClaimReply\x12\x41\n\x07Unclaim\x12\x1b.peersync.v1.UnclaimRequest\x1a\x19.peersync.v1.UnclaimReply\x12@\n\x05Watch\x12\x19.peersync.v1.WatchRequest\x1a\x1a.peersync.v1.WatchResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16peersync/v1/node.proto\x12\x0bpeersync.v1\x1a\x14peersync/v1/kv.proto\">\n\x06\x43\x61ller\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0e\n\x06origin\x18\x03 \x01(\t\"\xf0\x07\n\x0e\x46orwardRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x12\n\ntimeout_ms\x18\x02 \x01(\r\x12#\n\x06\x63\x61ller\x18\x03 \x01(\x0b\x32\x13.peersync.v1.Caller\x12\x14\n\x0cring_version\x18\x04 \x01(\t\x12&\n\x03get\x18\n \x01(\x0b\x32\x17.peersync.v1.GetRequestH\x00\x12&\n\x03set\x18\x0b \x01(\x0b\x32\x17.peersync.v1.SetRequestH\x00\x12,\n\x06\x64\x65lete\x18\x0c \x01(\x0b\x32\x1a.peersync.v1.DeleteRequestH\x00\x12(\n\x04list\x18\r \x01(\x0b\x32\x18.peersync.v1.ListRequestH\x00\x12\x39\n\rdelete_prefix\x18\x0e \x01(\x0b\x32 .peersync.v1.DeletePrefixRequestH\x00\x12\x37\n\x0cget_versions\x18\x0f \x01(\x0b\x32\x1f.peersync.v1.GetVersionsRequestH\x00\x12(\n\x04\x64iff\x18\x10 \x01(\x0b\x32\x18.peersync.v1.DiffRequestH\x00\x12\x30\n\x08snapshot\x18\x11 \x01(\x0b\x32\x1c.peersync.v1.SnapshotRequestH\x00\x12\x31\n\tset_alias\x18\x12 \x01(\x0b\x32\x1c.peersync.v1.SetAliasRequestH\x00\x12\x31\n\tget_alias\x18\x13 \x01(\x0b\x32\x1c.peersync.v1.GetAliasRequestH\x00\x12\x37\n\x0c\x64\x65lete_alias\x18\x14 \x01(\x0b\x32\x1f.peersync.v1.DeleteAliasRequestH\x00\x12\x37\n\x0clist_aliases\x18\x15 \x01(\x0b\x32\x1f.peersync.v1.ListAliasesRequestH\x00\x12>\n\x10local_namespaces\x18\x16 \x01(\x0b\x32\".peersync.v1.ListNamespacesRequestH\x00\x12\x32\n\treplicate\x18\x17 \x01(\x0b\x32\x1d.peersync.v1.ReplicateRequestH\x00\x12*\n\x05\x66\x65nce\x18\x18 \x01(\x0b\x32\x19.peersync.v1.FenceRequestH\x00\x12/\n\x08read_log\x18\x19 \x01(\x0b\x32\x1b.peersync.v1.ReadLogRequestH\x00\x12,\n\x06\x65xport\x18\x1a \x01(\x0b\x32\x1a.peersync.v1.ExportRequestH\x00\x12.\n\x07install\x18\x1b \x01(\x0b\x32\x1b.peersync.v1.InstallRequestH\x00\x42\x04\n\x02op\"=\n\x0c\x46orwardBatch\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.peersync.v1.ForwardRequest\"?\n\x11\x46orwardReplyBatch\x12*\n\x07replies\x18\x01 \x03(\x0b\x32\x19.peersync.v1.ForwardReply\"\xc6\x07\n\x0c\x46orwardReply\x12\n\n\x02id\x18\x01 \x01(\x04\x12\'\n\x03get\x18\n \x01(\x0b\x32\x18.peersync.v1.GetResponseH\x00\x12\'\n\x03set\x18\x0b \x01(\x0b\x32\x18.peersync.v1.SetResponseH\x00\x12-\n\x06\x64\x65lete\x18\x0c \x01(\x0b\x32\x1b.peersync.v1.DeleteResponseH\x00\x12)\n\x04list\x18\r \x01(\x0b\x32\x19.peersync.v1.ListResponseH\x00\x12:\n\rdelete_prefix\x18\x0e \x01(\x0b\x32!.peersync.v1.DeletePrefixResponseH\x00\x12\x38\n\x0cget_versions\x18\x0f \x01(\x0b\x32 .peersync.v1.GetVersionsResponseH\x00\x12)\n\x04\x64iff\x18\x10 \x01(\x0b\x32\x19.peersync.v1.DiffResponseH\x00\x12\x31\n\x08snapshot\x18\x11 \x01(\x0b\x32\x1d.peersync.v1.SnapshotResponseH\x00\x12\x32\n\tset_alias\x18\x12 \x01(\x0b\x32\x1d.peersync.v1.SetAliasResponseH\x00\x12\x32\n\tget_alias\x18\x13 \x01(\x0b\x32\x1d.peersync.v1.GetAliasResponseH\x00\x12\x38\n\x0c\x64\x65lete_alias\x18\x14 \x01(\x0b\x32 .peersync.v1.DeleteAliasResponseH\x00\x12\x38\n\x0clist_aliases\x18\x15 \x01(\x0b\x32 .peersync.v1.ListAliasesResponseH\x00\x12?\n\x10local_namespaces\x18\x16 \x01(\x0b\x32#.peersync.v1.ListNamespacesResponseH\x00\x12*\n\treplicate\x18\x17 \x01(\x0b\x32\x15.peersync.v1.CopyHeadH\x00\x12&\n\x05\x66\x65nce\x18\x18 \x01(\x0b\x32\x15.peersync.v1.CopyHeadH\x00\x12-\n\x08read_log\x18\x19 \x01(\x0b\x32\x19.peersync.v1.ReadLogReplyH\x00\x12-\n\x06\x65xport\x18\x1a \x01(\x0b\x32\x1b.peersync.v1.NamespaceImageH\x00\x12(\n\x07install\x18\x1b \x01(\x0b\x32\x15.peersync.v1.CopyHeadH\x00\x12\'\n\x07\x66\x61ilure\x18\x32 \x01(\x0b\x32\x14.peersync.v1.FailureH\x00\x42\x08\n\x06result\"\xd1\x01\n\x07\x46\x61ilure\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x1c\n\x0f\x63urrent_version\x18\x04 \x01(\x04H\x00\x88\x01\x01\x12\r\n\x05owner\x18\x05 \x01(\t\x12\x14\n\x0cring_version\x18\x06 \x01(\t\x12\x11\n\tnamespace\x18\x07 \x01(\t\x12\r\n\x05\x66loor\x18\x08 \x01(\x04\x12\x10\n\x08revision\x18\t \x01(\x04\x12\x0c\n\x04term\x18\n \x01(\x04\x42\x12\n\x10_current_version\"=\n\x08\x43opyHead\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12\x11\n\thead_term\x18\x02 \x01(\x04\x12\x0c\n\x04term\x18\x03 \x01(\x04\"W\n\x10ReplicateRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\"\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x12.peersync.v1.Event\"/\n\x0c\x46\x65nceRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\"A\n\x0eReadLogRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\"2\n\x0cReadLogReply\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.peersync.v1.Event\"\"\n\rExportRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\"\xa0\x01\n\x0eNamespaceImage\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x04\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x11\n\thead_term\x18\x04 \x01(\x04\x12#\n\x07\x65ntries\x18\x05 \x03(\x0b\x32\x12.peersync.v1.Entry\x12#\n\x07\x61liases\x18\x06 \x03(\x0b\x32\x12.peersync.v1.Alias\"<\n\x0eInstallRequest\x12*\n\x05image\x18\x01 \x01(\x0b\x32\x1b.peersync.v1.NamespaceImage\"x\n\rOverrideEntry\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.peersync.v1.OverrideKind\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\r\n\x05\x63lock\x18\x04 \x01(\x04\x12\x0e\n\x06origin\x18\x05 \x01(\t\"b\n\nMemberInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tgrpc_addr\x18\x02 \x01(\t\x12\x11\n\thttp_addr\x18\x03 \x01(\t\x12\x13\n\x0bincarnation\x18\x04 \x01(\x04\x12\r\n\x05state\x18\x05 \x01(\t\"\x1f\n\x0fGetStateRequest\x12\x0c\n\x04\x66rom\x18\x01 \x01(\t\"\xaa\x01\n\x0c\x43lusterState\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05\x63lock\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12-\n\toverrides\x18\x04 \x03(\x0b\x32\x1a.peersync.v1.OverrideEntry\x12(\n\x07members\x18\x05 \x03(\x0b\x32\x17.peersync.v1.MemberInfo\x12\x14\n\x0cring_version\x18\x06 \x01(\t\"U\n\x0c\x43laimRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12#\n\x06\x63\x61ller\x18\x03 \x01(\x0b\x32\x13.peersync.v1.Caller\"7\n\nClaimReply\x12)\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x1a.peersync.v1.OverrideEntry\"W\n\x0eUnclaimRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12#\n\x06\x63\x61ller\x18\x03 \x01(\x0b\x32\x13.peersync.v1.Caller\"9\n\x0cUnclaimReply\x12)\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x1a.peersync.v1.OverrideEntry*]\n\x0cOverrideKind\x12\x1d\n\x19OVERRIDE_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13OVERRIDE_KIND_CLAIM\x10\x01\x12\x15\n\x11OVERRIDE_KIND_PIN\x10\x02\x32\xd7\x02\n\x04Node\x12H\n\x07\x46orward\x12\x19.peersync.v1.ForwardBatch\x1a\x1e.peersync.v1.ForwardReplyBatch(\x01\x30\x01\x12\x43\n\x08GetState\x12\x1c.peersync.v1.GetStateRequest\x1a\x19.peersync.v1.ClusterState\x12;\n\x05\x43laim\x12\x19.peersync.v1.ClaimRequest\x1a\x17.peersync.v1.ClaimReply\x12\x41\n\x07Unclaim\x12\x1b.peersync.v1.UnclaimRequest\x1a\x19.peersync.v1.UnclaimReply\x12@\n\x05Watch\x12\x19.peersync.v1.WatchRequest\x1a\x1a.peersync.v1.WatchResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'peersync.v1.node_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OVERRIDEKIND']._serialized_start=2674
-  _globals['_OVERRIDEKIND']._serialized_end=2767
+  _globals['_OVERRIDEKIND']._serialized_start=3746
+  _globals['_OVERRIDEKIND']._serialized_end=3839
   _globals['_CALLER']._serialized_start=61
   _globals['_CALLER']._serialized_end=123
   _globals['_FORWARDREQUEST']._serialized_start=126
-  _globals['_FORWARDREQUEST']._serialized_end=895
-  _globals['_FORWARDBATCH']._serialized_start=897
-  _globals['_FORWARDBATCH']._serialized_end=958
-  _globals['_FORWARDREPLYBATCH']._serialized_start=960
-  _globals['_FORWARDREPLYBATCH']._serialized_end=1023
-  _globals['_FORWARDREPLY']._serialized_start=1026
-  _globals['_FORWARDREPLY']._serialized_end=1772
-  _globals['_FAILURE']._serialized_start=1775
-  _globals['_FAILURE']._serialized_end=1952
-  _globals['_OVERRIDEENTRY']._serialized_start=1954
-  _globals['_OVERRIDEENTRY']._serialized_end=2074
-  _globals['_MEMBERINFO']._serialized_start=2076
-  _globals['_MEMBERINFO']._serialized_end=2174
-  _globals['_GETSTATEREQUEST']._serialized_start=2176
-  _globals['_GETSTATEREQUEST']._serialized_end=2207
-  _globals['_CLUSTERSTATE']._serialized_start=2210
-  _globals['_CLUSTERSTATE']._serialized_end=2380
-  _globals['_CLAIMREQUEST']._serialized_start=2382
-  _globals['_CLAIMREQUEST']._serialized_end=2467
-  _globals['_CLAIMREPLY']._serialized_start=2469
-  _globals['_CLAIMREPLY']._serialized_end=2524
-  _globals['_UNCLAIMREQUEST']._serialized_start=2526
-  _globals['_UNCLAIMREQUEST']._serialized_end=2613
-  _globals['_UNCLAIMREPLY']._serialized_start=2615
-  _globals['_UNCLAIMREPLY']._serialized_end=2672
-  _globals['_NODE']._serialized_start=2770
-  _globals['_NODE']._serialized_end=3113
+  _globals['_FORWARDREQUEST']._serialized_end=1134
+  _globals['_FORWARDBATCH']._serialized_start=1136
+  _globals['_FORWARDBATCH']._serialized_end=1197
+  _globals['_FORWARDREPLYBATCH']._serialized_start=1199
+  _globals['_FORWARDREPLYBATCH']._serialized_end=1262
+  _globals['_FORWARDREPLY']._serialized_start=1265
+  _globals['_FORWARDREPLY']._serialized_end=2231
+  _globals['_FAILURE']._serialized_start=2234
+  _globals['_FAILURE']._serialized_end=2443
+  _globals['_COPYHEAD']._serialized_start=2445
+  _globals['_COPYHEAD']._serialized_end=2506
+  _globals['_REPLICATEREQUEST']._serialized_start=2508
+  _globals['_REPLICATEREQUEST']._serialized_end=2595
+  _globals['_FENCEREQUEST']._serialized_start=2597
+  _globals['_FENCEREQUEST']._serialized_end=2644
+  _globals['_READLOGREQUEST']._serialized_start=2646
+  _globals['_READLOGREQUEST']._serialized_end=2711
+  _globals['_READLOGREPLY']._serialized_start=2713
+  _globals['_READLOGREPLY']._serialized_end=2763
+  _globals['_EXPORTREQUEST']._serialized_start=2765
+  _globals['_EXPORTREQUEST']._serialized_end=2799
+  _globals['_NAMESPACEIMAGE']._serialized_start=2802
+  _globals['_NAMESPACEIMAGE']._serialized_end=2962
+  _globals['_INSTALLREQUEST']._serialized_start=2964
+  _globals['_INSTALLREQUEST']._serialized_end=3024
+  _globals['_OVERRIDEENTRY']._serialized_start=3026
+  _globals['_OVERRIDEENTRY']._serialized_end=3146
+  _globals['_MEMBERINFO']._serialized_start=3148
+  _globals['_MEMBERINFO']._serialized_end=3246
+  _globals['_GETSTATEREQUEST']._serialized_start=3248
+  _globals['_GETSTATEREQUEST']._serialized_end=3279
+  _globals['_CLUSTERSTATE']._serialized_start=3282
+  _globals['_CLUSTERSTATE']._serialized_end=3452
+  _globals['_CLAIMREQUEST']._serialized_start=3454
+  _globals['_CLAIMREQUEST']._serialized_end=3539
+  _globals['_CLAIMREPLY']._serialized_start=3541
+  _globals['_CLAIMREPLY']._serialized_end=3596
+  _globals['_UNCLAIMREQUEST']._serialized_start=3598
+  _globals['_UNCLAIMREQUEST']._serialized_end=3685
+  _globals['_UNCLAIMREPLY']._serialized_start=3687
+  _globals['_UNCLAIMREPLY']._serialized_end=3744
+  _globals['_NODE']._serialized_start=3842
+  _globals['_NODE']._serialized_end=4185
 # @@protoc_insertion_point(module_scope)

@@ -28,7 +28,7 @@ class Caller(_message.Message):
     def __init__(self, identity: _Optional[str] = ..., request_id: _Optional[str] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class ForwardRequest(_message.Message):
-    __slots__ = ("id", "timeout_ms", "caller", "ring_version", "get", "set", "delete", "list", "delete_prefix", "get_versions", "diff", "snapshot", "set_alias", "get_alias", "delete_alias", "list_aliases", "local_namespaces")
+    __slots__ = ("id", "timeout_ms", "caller", "ring_version", "get", "set", "delete", "list", "delete_prefix", "get_versions", "diff", "snapshot", "set_alias", "get_alias", "delete_alias", "list_aliases", "local_namespaces", "replicate", "fence", "read_log", "export", "install")
     ID_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,11 @@ class ForwardRequest(_message.Message):
     DELETE_ALIAS_FIELD_NUMBER: _ClassVar[int]
     LIST_ALIASES_FIELD_NUMBER: _ClassVar[int]
     LOCAL_NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    REPLICATE_FIELD_NUMBER: _ClassVar[int]
+    FENCE_FIELD_NUMBER: _ClassVar[int]
+    READ_LOG_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_FIELD_NUMBER: _ClassVar[int]
+    INSTALL_FIELD_NUMBER: _ClassVar[int]
     id: int
     timeout_ms: int
     caller: Caller
@@ -63,7 +68,12 @@ class ForwardRequest(_message.Message):
     delete_alias: _kv_pb2.DeleteAliasRequest
     list_aliases: _kv_pb2.ListAliasesRequest
     local_namespaces: _kv_pb2.ListNamespacesRequest
-    def __init__(self, id: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., ring_version: _Optional[str] = ..., get: _Optional[_Union[_kv_pb2.GetRequest, _Mapping]] = ..., set: _Optional[_Union[_kv_pb2.SetRequest, _Mapping]] = ..., delete: _Optional[_Union[_kv_pb2.DeleteRequest, _Mapping]] = ..., list: _Optional[_Union[_kv_pb2.ListRequest, _Mapping]] = ..., delete_prefix: _Optional[_Union[_kv_pb2.DeletePrefixRequest, _Mapping]] = ..., get_versions: _Optional[_Union[_kv_pb2.GetVersionsRequest, _Mapping]] = ..., diff: _Optional[_Union[_kv_pb2.DiffRequest, _Mapping]] = ..., snapshot: _Optional[_Union[_kv_pb2.SnapshotRequest, _Mapping]] = ..., set_alias: _Optional[_Union[_kv_pb2.SetAliasRequest, _Mapping]] = ..., get_alias: _Optional[_Union[_kv_pb2.GetAliasRequest, _Mapping]] = ..., delete_alias: _Optional[_Union[_kv_pb2.DeleteAliasRequest, _Mapping]] = ..., list_aliases: _Optional[_Union[_kv_pb2.ListAliasesRequest, _Mapping]] = ..., local_namespaces: _Optional[_Union[_kv_pb2.ListNamespacesRequest, _Mapping]] = ...) -> None: ...
+    replicate: ReplicateRequest
+    fence: FenceRequest
+    read_log: ReadLogRequest
+    export: ExportRequest
+    install: InstallRequest
+    def __init__(self, id: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., ring_version: _Optional[str] = ..., get: _Optional[_Union[_kv_pb2.GetRequest, _Mapping]] = ..., set: _Optional[_Union[_kv_pb2.SetRequest, _Mapping]] = ..., delete: _Optional[_Union[_kv_pb2.DeleteRequest, _Mapping]] = ..., list: _Optional[_Union[_kv_pb2.ListRequest, _Mapping]] = ..., delete_prefix: _Optional[_Union[_kv_pb2.DeletePrefixRequest, _Mapping]] = ..., get_versions: _Optional[_Union[_kv_pb2.GetVersionsRequest, _Mapping]] = ..., diff: _Optional[_Union[_kv_pb2.DiffRequest, _Mapping]] = ..., snapshot: _Optional[_Union[_kv_pb2.SnapshotRequest, _Mapping]] = ..., set_alias: _Optional[_Union[_kv_pb2.SetAliasRequest, _Mapping]] = ..., get_alias: _Optional[_Union[_kv_pb2.GetAliasRequest, _Mapping]] = ..., delete_alias: _Optional[_Union[_kv_pb2.DeleteAliasRequest, _Mapping]] = ..., list_aliases: _Optional[_Union[_kv_pb2.ListAliasesRequest, _Mapping]] = ..., local_namespaces: _Optional[_Union[_kv_pb2.ListNamespacesRequest, _Mapping]] = ..., replicate: _Optional[_Union[ReplicateRequest, _Mapping]] = ..., fence: _Optional[_Union[FenceRequest, _Mapping]] = ..., read_log: _Optional[_Union[ReadLogRequest, _Mapping]] = ..., export: _Optional[_Union[ExportRequest, _Mapping]] = ..., install: _Optional[_Union[InstallRequest, _Mapping]] = ...) -> None: ...
 
 class ForwardBatch(_message.Message):
     __slots__ = ("requests",)
@@ -78,7 +88,7 @@ class ForwardReplyBatch(_message.Message):
     def __init__(self, replies: _Optional[_Iterable[_Union[ForwardReply, _Mapping]]] = ...) -> None: ...
 
 class ForwardReply(_message.Message):
-    __slots__ = ("id", "get", "set", "delete", "list", "delete_prefix", "get_versions", "diff", "snapshot", "set_alias", "get_alias", "delete_alias", "list_aliases", "local_namespaces", "failure")
+    __slots__ = ("id", "get", "set", "delete", "list", "delete_prefix", "get_versions", "diff", "snapshot", "set_alias", "get_alias", "delete_alias", "list_aliases", "local_namespaces", "replicate", "fence", "read_log", "export", "install", "failure")
     ID_FIELD_NUMBER: _ClassVar[int]
     GET_FIELD_NUMBER: _ClassVar[int]
     SET_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +103,11 @@ class ForwardReply(_message.Message):
     DELETE_ALIAS_FIELD_NUMBER: _ClassVar[int]
     LIST_ALIASES_FIELD_NUMBER: _ClassVar[int]
     LOCAL_NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    REPLICATE_FIELD_NUMBER: _ClassVar[int]
+    FENCE_FIELD_NUMBER: _ClassVar[int]
+    READ_LOG_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_FIELD_NUMBER: _ClassVar[int]
+    INSTALL_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
     id: int
     get: _kv_pb2.GetResponse
@@ -108,11 +123,16 @@ class ForwardReply(_message.Message):
     delete_alias: _kv_pb2.DeleteAliasResponse
     list_aliases: _kv_pb2.ListAliasesResponse
     local_namespaces: _kv_pb2.ListNamespacesResponse
+    replicate: CopyHead
+    fence: CopyHead
+    read_log: ReadLogReply
+    export: NamespaceImage
+    install: CopyHead
     failure: Failure
-    def __init__(self, id: _Optional[int] = ..., get: _Optional[_Union[_kv_pb2.GetResponse, _Mapping]] = ..., set: _Optional[_Union[_kv_pb2.SetResponse, _Mapping]] = ..., delete: _Optional[_Union[_kv_pb2.DeleteResponse, _Mapping]] = ..., list: _Optional[_Union[_kv_pb2.ListResponse, _Mapping]] = ..., delete_prefix: _Optional[_Union[_kv_pb2.DeletePrefixResponse, _Mapping]] = ..., get_versions: _Optional[_Union[_kv_pb2.GetVersionsResponse, _Mapping]] = ..., diff: _Optional[_Union[_kv_pb2.DiffResponse, _Mapping]] = ..., snapshot: _Optional[_Union[_kv_pb2.SnapshotResponse, _Mapping]] = ..., set_alias: _Optional[_Union[_kv_pb2.SetAliasResponse, _Mapping]] = ..., get_alias: _Optional[_Union[_kv_pb2.GetAliasResponse, _Mapping]] = ..., delete_alias: _Optional[_Union[_kv_pb2.DeleteAliasResponse, _Mapping]] = ..., list_aliases: _Optional[_Union[_kv_pb2.ListAliasesResponse, _Mapping]] = ..., local_namespaces: _Optional[_Union[_kv_pb2.ListNamespacesResponse, _Mapping]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., get: _Optional[_Union[_kv_pb2.GetResponse, _Mapping]] = ..., set: _Optional[_Union[_kv_pb2.SetResponse, _Mapping]] = ..., delete: _Optional[_Union[_kv_pb2.DeleteResponse, _Mapping]] = ..., list: _Optional[_Union[_kv_pb2.ListResponse, _Mapping]] = ..., delete_prefix: _Optional[_Union[_kv_pb2.DeletePrefixResponse, _Mapping]] = ..., get_versions: _Optional[_Union[_kv_pb2.GetVersionsResponse, _Mapping]] = ..., diff: _Optional[_Union[_kv_pb2.DiffResponse, _Mapping]] = ..., snapshot: _Optional[_Union[_kv_pb2.SnapshotResponse, _Mapping]] = ..., set_alias: _Optional[_Union[_kv_pb2.SetAliasResponse, _Mapping]] = ..., get_alias: _Optional[_Union[_kv_pb2.GetAliasResponse, _Mapping]] = ..., delete_alias: _Optional[_Union[_kv_pb2.DeleteAliasResponse, _Mapping]] = ..., list_aliases: _Optional[_Union[_kv_pb2.ListAliasesResponse, _Mapping]] = ..., local_namespaces: _Optional[_Union[_kv_pb2.ListNamespacesResponse, _Mapping]] = ..., replicate: _Optional[_Union[CopyHead, _Mapping]] = ..., fence: _Optional[_Union[CopyHead, _Mapping]] = ..., read_log: _Optional[_Union[ReadLogReply, _Mapping]] = ..., export: _Optional[_Union[NamespaceImage, _Mapping]] = ..., install: _Optional[_Union[CopyHead, _Mapping]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
 
 class Failure(_message.Message):
-    __slots__ = ("reason", "detail", "field", "current_version", "owner", "ring_version", "namespace", "floor")
+    __slots__ = ("reason", "detail", "field", "current_version", "owner", "ring_version", "namespace", "floor", "revision", "term")
     REASON_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     FIELD_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +141,8 @@ class Failure(_message.Message):
     RING_VERSION_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     FLOOR_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
     reason: str
     detail: str
     field: str
@@ -129,7 +151,81 @@ class Failure(_message.Message):
     ring_version: str
     namespace: str
     floor: int
-    def __init__(self, reason: _Optional[str] = ..., detail: _Optional[str] = ..., field: _Optional[str] = ..., current_version: _Optional[int] = ..., owner: _Optional[str] = ..., ring_version: _Optional[str] = ..., namespace: _Optional[str] = ..., floor: _Optional[int] = ...) -> None: ...
+    revision: int
+    term: int
+    def __init__(self, reason: _Optional[str] = ..., detail: _Optional[str] = ..., field: _Optional[str] = ..., current_version: _Optional[int] = ..., owner: _Optional[str] = ..., ring_version: _Optional[str] = ..., namespace: _Optional[str] = ..., floor: _Optional[int] = ..., revision: _Optional[int] = ..., term: _Optional[int] = ...) -> None: ...
+
+class CopyHead(_message.Message):
+    __slots__ = ("revision", "head_term", "term")
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    HEAD_TERM_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    head_term: int
+    term: int
+    def __init__(self, revision: _Optional[int] = ..., head_term: _Optional[int] = ..., term: _Optional[int] = ...) -> None: ...
+
+class ReplicateRequest(_message.Message):
+    __slots__ = ("namespace", "term", "events")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    term: int
+    events: _containers.RepeatedCompositeFieldContainer[_kv_pb2.Event]
+    def __init__(self, namespace: _Optional[str] = ..., term: _Optional[int] = ..., events: _Optional[_Iterable[_Union[_kv_pb2.Event, _Mapping]]] = ...) -> None: ...
+
+class FenceRequest(_message.Message):
+    __slots__ = ("namespace", "term")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    term: int
+    def __init__(self, namespace: _Optional[str] = ..., term: _Optional[int] = ...) -> None: ...
+
+class ReadLogRequest(_message.Message):
+    __slots__ = ("namespace", "after", "limit")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    after: int
+    limit: int
+    def __init__(self, namespace: _Optional[str] = ..., after: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ReadLogReply(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[_kv_pb2.Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[_kv_pb2.Event, _Mapping]]] = ...) -> None: ...
+
+class ExportRequest(_message.Message):
+    __slots__ = ("namespace",)
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    def __init__(self, namespace: _Optional[str] = ...) -> None: ...
+
+class NamespaceImage(_message.Message):
+    __slots__ = ("namespace", "revision", "term", "head_term", "entries", "aliases")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    HEAD_TERM_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    revision: int
+    term: int
+    head_term: int
+    entries: _containers.RepeatedCompositeFieldContainer[_kv_pb2.Entry]
+    aliases: _containers.RepeatedCompositeFieldContainer[_kv_pb2.Alias]
+    def __init__(self, namespace: _Optional[str] = ..., revision: _Optional[int] = ..., term: _Optional[int] = ..., head_term: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[_kv_pb2.Entry, _Mapping]]] = ..., aliases: _Optional[_Iterable[_Union[_kv_pb2.Alias, _Mapping]]] = ...) -> None: ...
+
+class InstallRequest(_message.Message):
+    __slots__ = ("image",)
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    image: NamespaceImage
+    def __init__(self, image: _Optional[_Union[NamespaceImage, _Mapping]] = ...) -> None: ...
 
 class OverrideEntry(_message.Message):
     __slots__ = ("namespace", "kind", "node", "clock", "origin")
