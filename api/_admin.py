@@ -8,6 +8,7 @@ import msgspec
 from litestar import Request, Response, delete, get, put
 from litestar.params import FromPath, FromQuery
 
+from peersync import Node
 from peersync._cluster import Placement
 from peersync._overrides import Override
 from store import InvalidArgument, Unavailable
@@ -96,8 +97,21 @@ async def ring(
             "members": list(cluster.ring.members),
             "owners": [placement_json(cluster.placement(name)) for name in names],
             "overrides": [override_json(e) for e in cluster.overrides.entries() if e.node is not None],
+            "replication": {
+                "replicas": cluster.options.replicas,
+                "replica_acks": cluster.options.required_acks,
+            },
+            "rebalance": _rebalance(node),
         }
     )
+
+
+def _rebalance(node: Node) -> dict[str, Any] | None:
+    """Progress of this node's last handover after a membership change; None without replication."""
+    try:
+        return node.replicator.rebalance.to_dict()
+    except Unavailable:
+        return None
 
 
 @get("/v1/cluster/owner/{ns:str}", summary="Who owns a namespace, and whether by ring, claim or pin")

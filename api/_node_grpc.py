@@ -20,6 +20,7 @@ from grpclib.const import Cardinality, Handler
 from peersync import Node, v1
 from peersync._cluster import override_to_wire
 from peersync._forwarding import FORWARD_ROUTE, FORWARDED, MAX_BATCH, failure_from_error, which
+from peersync._replication import REPLICATION_OPS
 from peersync._wire import entry_into_pb, from_pb, mode_from_wire, to_pb
 from peersync.v1 import kv_pb2, node_pb2
 from store import PeersyncError
@@ -45,6 +46,8 @@ class NodeService(v1.NodeBase):
             "get": self._get,
             "set": self._set,
             "delete": self._delete,
+            # Replication and handoff: about the receiver's own copy, never routed.
+            **{name: self._replication(name) for name in REPLICATION_OPS},
         }
         self._ops: dict[str, Callable[[Any], Awaitable[Any]]] = {
             "list": kv.list,
@@ -162,6 +165,12 @@ class NodeService(v1.NodeBase):
         _, op = which(from_pb(request, v1.ForwardRequest), "op")
         result = await handler(op)
         return to_pb(v1.ForwardReply(id=request.id, **{name: result}), node_pb2.ForwardReply)
+
+    def _replication(self, name: str) -> Callable[[Any, node_pb2.ForwardReply], Awaitable[None]]:
+        async def handle(op: Any, reply: node_pb2.ForwardReply) -> None:
+            await self._node.replicator.handlers[name](op, reply)
+
+        return handle
 
     async def _get(self, op: kv_pb2.GetRequest, reply: node_pb2.ForwardReply) -> None:
         entry = await self._node.service.get(op.namespace, op.key)

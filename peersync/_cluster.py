@@ -59,6 +59,17 @@ class ClusterOptions:
     connect_timeout: float = 1.0
     # Seconds a starting node waits to read the registry before it serves with what it knows.
     join_timeout: float = 3.0
+    # Copies of every namespace in all, its owner's included: the owner and the next members of
+    # its preference list (fewer while the cluster has fewer members).
+    replicas: int = 2
+    # Replica acknowledgements a write waits for before it is acknowledged; None: every replica
+    # (replicas - 1), so that losing any single node loses no acknowledged write. Fewer trades that
+    # promise for availability: with 0 a write is acknowledged once durable on its owner alone.
+    replica_acks: int | None = None
+    # Seconds a request waits for a namespace's new owner to catch up before a retriable 503.
+    handoff_timeout: float = 5.0
+    # Namespaces handed over at once while rebalancing after a membership change.
+    rebalance_concurrency: int = 8
 
     def __post_init__(self) -> None:
         if (
@@ -67,9 +78,19 @@ class ClusterOptions:
             or not self.node_id.replace("-", "").replace("_", "").replace(".", "").isalnum()
         ):
             raise ValueError(f"node id {self.node_id!r} must be 1-64 characters from A-Z a-z 0-9 . _ -")
-        for name in ("forward_timeout", "connect_timeout", "join_timeout"):
+        for name in ("forward_timeout", "connect_timeout", "join_timeout", "handoff_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.replicas < 1:
+            raise ValueError("replicas must be at least 1 (the owner's own copy)")
+        if self.replica_acks is not None and not 0 <= self.replica_acks < self.replicas:
+            raise ValueError(f"replica_acks must be from 0 to replicas - 1 ({self.replicas - 1})")
+        if self.rebalance_concurrency < 1:
+            raise ValueError("rebalance_concurrency must be at least 1")
+
+    @property
+    def required_acks(self) -> int:
+        return self.replicas - 1 if self.replica_acks is None else self.replica_acks
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +143,7 @@ class Cluster:
         )
         self._claimed_here: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._listeners: list[Callable[[], None]] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -155,6 +177,24 @@ class Cluster:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.ownership.stop()
+
+    def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` whenever placements may have changed (members or overrides); returns
+        the function that stops it."""
+        self._listeners.append(listener)
+
+        def stop() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return stop
+
+    def _placements_changed(self) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener()
+            except Exception:
+                log.exception("a placement listener failed")
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -372,8 +412,10 @@ class Cluster:
             self.ring = Ring(members)
             self._present = frozenset(members)
             log.info("ring %s: %s", self.ring.version, ", ".join(members))
+            self._placements_changed()
 
     def _overrides_changed(self) -> None:
+        self._placements_changed()
         lost = [
             ns
             for ns in self._claimed_here

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING
 
 from grpclib.client import Channel
@@ -19,6 +19,7 @@ from ._wire import event_from_wire
 
 if TYPE_CHECKING:
     from ._cluster import Cluster
+    from ._replication import Replicator
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,13 @@ class ClusterWatch:
     ``Node.Watch`` stream carries that owner's namespaces. Entering returns once every feed is
     registered, so no event committed after that is missed. Events of one namespace arrive in
     revision order; across namespaces, in the order they reach this node. A feed that fails ends
-    the watch with Unavailable, and the client resumes from ``positions``.
+    the watch with Unavailable, and the client resumes from ``positions``; so does a change of
+    owner of a watched namespace in this node's view (revisions carry over to the new owner, so
+    the resumed watch has no gap and no duplicate).
+
+    With ``replicator``, a namespace owned here is watched only once this node holds it (caught
+    up). ``local_only`` watches every namespace in this node's store: the owner's side of another
+    node's watch.
     """
 
     def __init__(
@@ -45,7 +52,13 @@ class ClusterWatch:
         start: Mapping[str, int] | None,
         *,
         connect_timeout: float,
+        replicator: Replicator | None = None,
+        local_only: bool = False,
     ) -> None:
+        self._replicator = replicator
+        self._local_only = local_only
+        self._owners: dict[str, str] = {}
+        self._unsubscribe: Callable[[], None] | None = None
         self._store = store
         self._cluster = cluster
         self._namespaces = namespaces
@@ -62,11 +75,17 @@ class ClusterWatch:
         by_owner: dict[str, list[str]] = {}
         for ns in self._namespaces:
             place = self._cluster.placement(ns)
+            if self._local_only:
+                by_owner.setdefault(self._cluster.node_id, []).append(ns)
+                self._owners[ns] = self._cluster.node_id
+                continue
             if place.owner is None or not place.available:
                 raise OwnerUnavailable(
                     f"namespace {ns!r} belongs to {place.owner!r}, which is not up", owner=place.owner
                 )
             by_owner.setdefault(place.owner, []).append(ns)
+            self._owners[ns] = place.owner
+        self._unsubscribe = self._cluster.on_change(self._check_owners)
         try:
             for owner, names in by_owner.items():
                 start = {ns: self._start[ns] for ns in names if ns in self._start}
@@ -80,6 +99,9 @@ class ClusterWatch:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -106,7 +128,25 @@ class ClusterWatch:
             self.positions[item.namespace] = item.revision
         return item
 
+    def _check_owners(self) -> None:
+        for ns, owner in self._owners.items():
+            now = self._cluster.placement(ns).owner
+            if now != owner:
+                self._queue.put_nowait(
+                    Unavailable(f"namespace {ns!r} moved from {owner!r} to {now!r}; resume the watch")
+                )
+                if self._unsubscribe is not None:
+                    self._unsubscribe()
+                    self._unsubscribe = None
+                return
+
     async def _watch_here(self, names: list[str], start: dict[str, int]) -> None:
+        replicator = self._replicator
+        if replicator is not None:
+            for ns in names:
+                if self._cluster.placement(ns).owner == self._cluster.node_id:
+                    # Its log here may still lack records another copy has: catch up first.
+                    await replicator.ready(ns)
         local = self._store.watch(names, self._prefixes, start)
         await local.__aenter__()
         self._local = local

@@ -13,6 +13,7 @@ from store import Backend, MemoryBackend, SqlBackend, Store, Unavailable
 from ._address import Address
 from ._cluster import Cluster
 from ._config import NodeConfig
+from ._replication import Replicator
 from ._service import Service
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ class Node:
         self._store: Store | None = None
         self._cluster: Cluster | None = None
         self._service: Service | None = None
+        self._replicator: Replicator | None = None
 
     @property
     def service(self) -> Service:
@@ -45,7 +47,14 @@ class Node:
         """Open the store, load this node's claims and join the cluster, then serve. The addresses
         are the ones peers and clients reach this node at (the configured ones by default)."""
         cfg = self.config
-        store = Store(self._backend(), cfg.store_options)
+        # Only a member of a real cluster replicates; the embedded single node has no one to ask.
+        replicator = Replicator(cfg.cluster.node_id) if cfg.cluster.redis_url else None
+        store = Store(
+            self._backend(),
+            cfg.store_options,
+            writable=None if replicator is None else replicator.writable,
+            replicate=None if replicator is None else replicator.replicate,
+        )
         await store.start()
         cluster = Cluster(
             cfg.cluster,
@@ -59,15 +68,30 @@ class Node:
             await store.stop()
             raise
         self._store, self._cluster = store, cluster
-        self._service = Service(store, cfg.limits, cluster)
+        self._service = service = Service(store, cfg.limits, cluster, replicator)
+        if replicator is not None:
+            assert service.forwarder is not None
+            replicator.bind(store, cluster, service.forwarder)
+            await replicator.start()
+        self._replicator = replicator
 
     def end_watches(self) -> None:
         """End every open watch now; their clients resume elsewhere or after a restart."""
         if self._store is not None:
             self._store.end_watches()
 
+    @property
+    def replicator(self) -> Replicator:
+        """Replication and handoff; Unavailable on a node that is not a cluster member."""
+        if self._replicator is None:
+            raise Unavailable("this node is not a member of a replicated cluster")
+        return self._replicator
+
     async def stop(self) -> None:
         """Leave the cluster (peers hear it at once), then close the store."""
+        if self._replicator is not None:
+            await self._replicator.stop()
+            self._replicator = None
         if self._service is not None:
             await self._service.close()
         if self._cluster is not None:

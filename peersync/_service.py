@@ -51,6 +51,7 @@ from .v1 import kv_pb2, node_pb2
 
 if TYPE_CHECKING:
     from ._cluster import Cluster
+    from ._replication import Replicator
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +74,18 @@ class Service:
     """Operations on the cluster's namespaces, served by this node or forwarded to their owner.
     Safe to call concurrently from the event loop. Without a cluster it serves its store alone."""
 
-    def __init__(self, store: Store, limits: Limits | None = None, cluster: Cluster | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        limits: Limits | None = None,
+        cluster: Cluster | None = None,
+        replicator: Replicator | None = None,
+    ) -> None:
         self.store = store
         self.limits = limits or Limits()
         self.cluster = cluster
+        # With replication, this node serves a namespace it owns only once it holds it (caught up).
+        self.replicator = replicator
         self.forwarder = (
             Forwarder(cluster.address_of, connect_timeout=cluster.options.connect_timeout)
             if cluster
@@ -402,14 +411,21 @@ class Service:
                 self.limits.namespace(ns, "start")
                 self.limits.version(revision, "start")
         cluster = self.cluster
-        if (
-            cluster is None
-            or FORWARDED.get() is not None
-            or all(cluster.placement(ns).owner == cluster.node_id for ns in namespaces)
+        forwarded = FORWARDED.get() is not None
+        if cluster is None or (
+            self.replicator is None
+            and (forwarded or all(cluster.placement(ns).owner == cluster.node_id for ns in namespaces))
         ):
             return self.store.watch(namespaces, prefixes, start)
         return ClusterWatch(
-            self.store, cluster, namespaces, prefixes, start, connect_timeout=cluster.options.connect_timeout
+            self.store,
+            cluster,
+            namespaces,
+            prefixes,
+            start,
+            connect_timeout=cluster.options.connect_timeout,
+            replicator=self.replicator,
+            local_only=forwarded,
         )
 
     # -- routing ---------------------------------------------------------------------------------
@@ -430,6 +446,8 @@ class Service:
             return await local()
         place = cluster.placement(namespace)
         if place.owner == cluster.node_id:
+            if self.replicator is not None and not self.replicator.holds(namespace):
+                await self.replicator.ready(namespace)
             return await local()
         if FORWARDED.get() is not None:
             # At most one hop: say who we think owns it, and let the sender reconcile and retry.
@@ -443,6 +461,8 @@ class Service:
         while True:
             owner = place.owner
             if owner == cluster.node_id:
+                if self.replicator is not None and not self.replicator.holds(namespace):
+                    await self.replicator.ready(namespace)
                 return await local()
             if owner is None or not place.available:
                 raise OwnerUnavailable(

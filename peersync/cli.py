@@ -184,6 +184,28 @@ def main() -> None:
     **_env("FORWARD_TIMEOUT"),
 )
 @click.option(
+    "--replicas",
+    type=click.IntRange(min=1),
+    default=_cluster_defaults.replicas,
+    help="Copies of each namespace in all, its owner's included.",
+    **_env("REPLICAS"),
+)
+@click.option(
+    "--replica-acks",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Replica acknowledgements a write waits for (default: replicas - 1; fewer risks losing "
+    "acknowledged writes when a node dies).",
+    **_env("REPLICA_ACKS"),
+)
+@click.option(
+    "--handoff-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_cluster_defaults.handoff_timeout,
+    help="Seconds a request waits for a namespace's new owner to catch up before a 503.",
+    **_env("HANDOFF_TIMEOUT"),
+)
+@click.option(
     "--allow-insecure-bind",
     is_flag=True,
     default=False,
@@ -219,6 +241,9 @@ def serve(
     suspect_after: float,
     dead_after: float,
     forward_timeout: float,
+    replicas: int,
+    replica_acks: int | None,
+    handoff_timeout: float,
     allow_insecure_bind: bool,
     log_level: str,
 ) -> None:
@@ -253,6 +278,9 @@ def serve(
                     heartbeat_interval=heartbeat_interval, suspect_after=suspect_after, dead_after=dead_after
                 ),
                 forward_timeout=forward_timeout,
+                replicas=replicas,
+                replica_acks=replica_acks,
+                handoff_timeout=handoff_timeout,
             ),
             allow_insecure_bind=allow_insecure_bind,
         )
@@ -555,6 +583,13 @@ def ring(namespaces: tuple[str, ...], prefix: str | None, http_server: str, as_j
         click.echo(json.dumps(answer))
         return
     click.echo(f"ring {answer['ring_version']}: {', '.join(answer['members'])}")
+    rebalance = answer.get("rebalance")
+    if rebalance:
+        took = f", {rebalance['duration_s']}s" if rebalance["duration_s"] is not None else ""
+        click.echo(
+            f"rebalance {rebalance['state']}: {rebalance['done']}/{rebalance['total']} namespaces settled, "
+            f"{rebalance['taken_over']} taken over, {rebalance['failed']} failed{took}"
+        )
     if answer["owners"]:
         _table(answer["owners"], ["namespace", "owner", "source", "available"])
     if answer["overrides"]:

@@ -1,0 +1,576 @@
+"""Replication, handoff and fencing of namespaces (DESIGN.md section 3).
+
+Every namespace lives on its owner and on the next members of its preference list. The owner's
+store hands each batch of its own records to :meth:`Replicator.replicate` before it commits them;
+the records go to the replicas over the forwarding streams, and the write is acknowledged only
+once enough replicas applied them. A replica that misses records answers LOG_GAP and is sent them
+(or a whole image when the log no longer has them).
+
+A node serves a namespace only once it *holds* it: it picked a new term, raised every present
+member's copy to that term (fencing: they refuse records of any older owner from then on), and
+caught up from the most advanced copy among them. Losing the namespace in this node's view, or
+learning of a newer term, drops the hold at once, so a deposed owner stops writing immediately;
+and a write it still had in flight fails, because the copies it needs refuse its term.
+
+Terms are Lamport clock values (the cluster's, shared with the override table) shifted left by
+:data:`TAG_BITS`, with a tag of the node id in the low bits, so that two nodes taking over at the
+same moment pick different terms and the newer one wins everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from store import (
+    Compacted,
+    Event,
+    Fenced,
+    LogDiverged,
+    LogGap,
+    NotOwner,
+    OwnerUnavailable,
+    PeersyncError,
+    Store,
+    Unavailable,
+)
+
+from . import v1
+from ._forwarding import Forwarder, LinkDown, error_from_failure
+from ._wire import event_from_pb, event_into_pb, from_pb, image_from_pb, image_into_pb, to_pb
+from .v1 import node_pb2
+
+if TYPE_CHECKING:
+    from ._cluster import Cluster
+
+log = logging.getLogger(__name__)
+
+TAG_BITS: Final = 20
+# Records per catch-up message: bounds one message's size and one apply's time on the receiver.
+CATCH_UP_BATCH: Final = 1000
+# Namespaces asked of a peer per listing page while looking for what this node now owns.
+_LIST_PAGE: Final = 1000
+
+# The forwarding stream's operations this module serves (see node.proto).
+REPLICATION_OPS: Final = ("replicate", "fence", "read_log", "export", "install")
+
+_Handler = Callable[[Any, node_pb2.ForwardReply], Awaitable[None]]
+
+
+@dataclasses.dataclass
+class Rebalance:
+    """Progress of the handover that follows a change of membership or overrides, as
+    ``/v1/cluster/ring`` and ``peersync ring`` show it."""
+
+    state: str = "idle"
+    # Namespaces this node owns after the change, and how many of them are settled or failed.
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    # Of ``done``, those this node did not hold before: handed over to it.
+    taken_over: int = 0
+    started_at: float | None = None
+    duration_s: float | None = None
+    runs: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Replicator:
+    """This node's side of replication and handoff: the store's hooks, the owner's catch-up and
+    fencing of the other copies, and the handlers of the replication operations peers send."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self._tag = zlib.crc32(node_id.encode()) & ((1 << TAG_BITS) - 1)
+        self._store: Store | None = None
+        self._cluster: Cluster | None = None
+        self._forwarder: Forwarder | None = None
+        # Namespaces this node holds (may serve), with the term it holds them in.
+        self._held: dict[str, int] = {}
+        self._takeovers: dict[str, asyncio.Task[None]] = {}
+        # Per namespace: the owner's pushes to its replicas, one at a time.
+        self._ship_locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._wanted = asyncio.Event()
+        self.rebalance = Rebalance()
+        self.handlers: Mapping[str, _Handler] = {
+            "replicate": self._on_replicate,
+            "fence": self._on_fence,
+            "read_log": self._on_read_log,
+            "export": self._on_export,
+            "install": self._on_install,
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def bind(self, store: Store, cluster: Cluster, forwarder: Forwarder) -> None:
+        self._store, self._cluster, self._forwarder = store, cluster, forwarder
+        cluster.on_change(self._placements_changed)
+
+    async def start(self) -> None:
+        self._spawn(self._rebalance_loop(), "rebalance")
+        self._wanted.set()
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks) + list(self._takeovers.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            # Ending, whatever the tasks ended with.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._held.clear()
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "Replicator.bind() first"
+        return self._store
+
+    @property
+    def cluster(self) -> Cluster:
+        assert self._cluster is not None, "Replicator.bind() first"
+        return self._cluster
+
+    # -- serving ---------------------------------------------------------------------------------
+
+    def holds(self, namespace: str) -> bool:
+        return namespace in self._held
+
+    def writable(self, namespace: str) -> bool:
+        """The store's ``writable``: only a holder invents records (TTL expiries)."""
+        return namespace in self._held
+
+    async def ready(self, namespace: str) -> None:
+        """Return once this node holds ``namespace``: at once if it does, else after taking it
+        over. Waits at most the handoff timeout, then raises a retriable Unavailable."""
+        if namespace in self._held:
+            return
+        task = self._takeovers.get(namespace)
+        if task is None:
+            task = asyncio.create_task(self._take_over(namespace), name=f"takeover-{namespace}")
+            self._takeovers[namespace] = task
+            task.add_done_callback(self._takeover_ended)
+        timeout = self.cluster.options.handoff_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(task)
+        except TimeoutError:
+            raise Unavailable(
+                f"namespace {namespace!r} is being handed over to this node and is not caught up yet "
+                f"after {timeout:g}s; retry"
+            ) from None
+
+    def _takeover_ended(self, task: asyncio.Task[None]) -> None:
+        for namespace, running in list(self._takeovers.items()):
+            if running is task:
+                del self._takeovers[namespace]
+        _retrieve(task)
+
+    # -- the owner: replication of its writes ----------------------------------------------------
+
+    async def replicate(self, events: Sequence[Event]) -> Mapping[str, PeersyncError]:
+        """The store's ``replicate`` hook: copy each namespace's records to its replicas, and
+        answer with the namespaces that did not get the acknowledgements they need."""
+        by_namespace: dict[str, list[Event]] = {}
+        for event in events:
+            by_namespace.setdefault(event.namespace, []).append(event)
+        names = list(by_namespace)
+        results = await asyncio.gather(*(self._replicate(ns, by_namespace[ns]) for ns in names))
+        return {ns: error for ns, error in zip(names, results, strict=True) if error is not None}
+
+    async def _replicate(self, namespace: str, events: list[Event]) -> PeersyncError | None:
+        term = self._held.get(namespace)
+        if term is None or self.store.term(namespace) != term:
+            self._held.pop(namespace, None)
+            return Unavailable(f"namespace {namespace!r} is changing owner; retry")
+        replicas = self._replicas(namespace)
+        if not replicas:
+            return None
+        needed = min(self.cluster.options.required_acks, len(replicas))
+        message = _replicate_request(namespace, term, events)
+        shipping = [
+            self._spawn(self._ship(namespace, term, peer, message), f"ship-{peer}") for peer in replicas
+        ]
+        acked, errors = 0, []
+        if needed:
+            for done in asyncio.as_completed(shipping):
+                try:
+                    await done
+                    acked += 1
+                except PeersyncError as exc:
+                    errors.append(exc)
+                if acked >= needed or acked + (len(shipping) - acked - len(errors)) < needed:
+                    break
+        if acked >= needed:
+            return None
+        # The records may have reached some replicas: never write this revision again in this
+        # term. The next request takes the namespace over afresh (new term, catch-up).
+        self._held.pop(namespace, None)
+        for error in errors:
+            if isinstance(error, Fenced):
+                self._observe(error.term)
+                return error
+        detail = errors[0].detail if errors else "no answer"
+        return Unavailable(
+            f"namespace {namespace!r}: {acked} of the {needed} replica acknowledgements a write needs "
+            f"arrived ({detail}); it may or may not have been applied, retry"
+        )
+
+    def _replicas(self, namespace: str) -> list[str]:
+        cluster = self.cluster
+        copies = cluster.options.replicas
+        if copies <= 1:
+            return []
+        listed = cluster.ring.preference_list(namespace, copies + 1)
+        return [member for member in listed if member != self.node_id][: copies - 1]
+
+    async def _ship(self, namespace: str, term: int, peer: str, message: node_pb2.ReplicateRequest) -> None:
+        """Have ``peer`` apply the records in ``message``, catching it up first if it lags."""
+        async with self._ship_lock(namespace):
+            try:
+                await self._send(peer, _request(replicate=message))
+            except (LogGap, LogDiverged) as exc:
+                await self._catch_up(namespace, term, peer, exc)
+                await self._send(peer, _request(replicate=message))
+
+    async def _catch_up(self, namespace: str, term: int, peer: str, lag: LogGap | LogDiverged) -> None:
+        """Send ``peer`` the committed records it lacks (the log from its last record on, so that
+        a record that differs shows), or a whole image when the log cannot do it."""
+        if isinstance(lag, LogGap):
+            after = max(0, lag.revision - 1)
+            try:
+                while True:
+                    records = await self.store.log(namespace, after, CATCH_UP_BATCH)
+                    if not records:
+                        return
+                    await self._send(peer, _request(replicate=_replicate_request(namespace, term, records)))
+                    after = records[-1].revision
+                    if len(records) < CATCH_UP_BATCH:
+                        return
+            except (Compacted, LogDiverged, LogGap):
+                pass
+        image = node_pb2.InstallRequest()
+        image_into_pb(self.store.export(namespace), image.image)
+        image.image.term = max(image.image.term, term)
+        await self._send(peer, _request(install=image))
+
+    async def sync_replicas(self, namespace: str) -> None:
+        """Bring every replica of a namespace this node holds up to its committed head."""
+        term = self._held.get(namespace)
+        if term is None:
+            return
+        for peer in self._replicas(namespace):
+            async with self._ship_lock(namespace):
+                head = await self._send(
+                    peer, _request(replicate=node_pb2.ReplicateRequest(namespace=namespace, term=term))
+                )
+                ours = self.store.head(namespace)
+                if (head.head_term, head.revision) < (ours[1], ours[0]):
+                    await self._catch_up(
+                        namespace, term, peer, LogGap("behind", revision=head.revision, term=head.head_term)
+                    )
+
+    def _ship_lock(self, namespace: str) -> asyncio.Lock:
+        lock = self._ship_locks.get(namespace)
+        if lock is None:
+            lock = self._ship_locks[namespace] = asyncio.Lock()
+        return lock
+
+    # -- a new owner: fencing and catch-up -------------------------------------------------------
+
+    async def _take_over(self, namespace: str) -> None:
+        store, cluster = self.store, self.cluster
+        for _ in range(5):
+            place = cluster.placement(namespace)
+            if place.owner != self.node_id:
+                raise NotOwner(
+                    f"namespace {namespace!r} moved to {place.owner!r} while this node took it over",
+                    owner=place.owner,
+                    ring_version=cluster.ring_version,
+                )
+            term = self._next_term(namespace)
+            try:
+                await store.fence(namespace, term)
+            except Fenced as exc:
+                self._observe(exc.term)
+                continue
+            peers = [member for member in cluster.ring.members if member != self.node_id]
+            answers = await asyncio.gather(
+                *(
+                    self._send(peer, _request(fence=node_pb2.FenceRequest(namespace=namespace, term=term)))
+                    for peer in peers
+                ),
+                return_exceptions=True,
+            )
+            newer = [a.term for a in answers if isinstance(a, Fenced)]
+            if newer:
+                self._observe(max(newer))
+                continue
+            heads: dict[str, node_pb2.CopyHead] = {}
+            for peer, answer in zip(peers, answers, strict=True):
+                if isinstance(answer, BaseException):
+                    if not isinstance(answer, PeersyncError):
+                        raise answer
+                    raise Unavailable(
+                        f"cannot take namespace {namespace!r} over: {peer!r}, which may hold a copy, did not "
+                        f"answer ({answer.detail}); retry"
+                    )
+                heads[peer] = answer
+            await self._catch_up_from_best(namespace, term, heads)
+            if store.term(namespace) != term:
+                continue  # fenced again meanwhile: someone newer took it
+            if cluster.placement(namespace).owner != self.node_id:
+                continue
+            self._held[namespace] = term
+            log.debug("holding %s in term %d at revision %d", namespace, term, store.revision(namespace))
+            self._spawn(self._sync_quietly(namespace), f"sync-{namespace}")
+            return
+        raise Unavailable(f"namespace {namespace!r}: other nodes kept taking it over; retry")
+
+    async def _catch_up_from_best(
+        self, namespace: str, term: int, heads: Mapping[str, node_pb2.CopyHead]
+    ) -> None:
+        store = self.store
+        revision, head_term = store.head(namespace)
+        best = max(heads, key=lambda p: (heads[p].head_term, heads[p].revision), default=None)
+        if best is None or (heads[best].head_term, heads[best].revision) <= (head_term, revision):
+            return
+        if heads[best].revision >= revision:
+            after = max(0, revision - 1)
+            try:
+                while True:
+                    reply = await self._send(
+                        best,
+                        _request(
+                            read_log=node_pb2.ReadLogRequest(
+                                namespace=namespace, after=after, limit=CATCH_UP_BATCH
+                            )
+                        ),
+                    )
+                    records = [event_from_pb(e) for e in reply.events]
+                    if not records:
+                        return
+                    await store.apply_log(namespace, records, term=term)
+                    after = records[-1].revision
+                    if len(records) < CATCH_UP_BATCH:
+                        return
+            except (Compacted, LogDiverged, LogGap) as exc:
+                log.info("catching %s up from %s by image: %s", namespace, best, exc.detail)
+        reply = await self._send(best, _request(export=node_pb2.ExportRequest(namespace=namespace)))
+        image = image_from_pb(reply)
+        await store.install(dataclasses.replace(image, term=max(image.term, term)))
+
+    def _next_term(self, namespace: str) -> int:
+        clock = self.cluster.clock
+        clock.observe(self.store.term(namespace) >> TAG_BITS)
+        return (clock.tick() << TAG_BITS) | self._tag
+
+    def _observe(self, term: int) -> None:
+        self.cluster.clock.observe(term >> TAG_BITS)
+
+    def _deposed(self, namespace: str, term: int) -> None:
+        held = self._held.get(namespace)
+        if held is not None and held < term:
+            del self._held[namespace]
+            log.info("namespace %s was taken over in a newer term; this node stopped serving it", namespace)
+
+    # -- rebalancing -----------------------------------------------------------------------------
+
+    def _placements_changed(self) -> None:
+        cluster = self.cluster
+        for namespace in [ns for ns in self._held if cluster.placement(ns).owner != self.node_id]:
+            # Stop at once: the new owner is about to fence this node's copy anyway.
+            del self._held[namespace]
+        self._wanted.set()
+
+    async def _rebalance_loop(self) -> None:
+        while True:
+            await self._wanted.wait()
+            # Let a burst of changes (a node's arrival is heard in several steps) settle first.
+            await asyncio.sleep(0.2)
+            self._wanted.clear()
+            try:
+                failed = await self._rebalance()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("rebalancing failed; will retry")
+                failed = 1
+            if failed and not self._wanted.is_set():
+                await asyncio.sleep(1.0)
+                self._wanted.set()
+
+    async def _rebalance(self) -> int:
+        """Take over every namespace this node now owns and bring its replicas up to date;
+        returns how many failed."""
+        cluster = self.cluster
+        names = set(await self._namespaces_here())
+        for peer in cluster.ring.members:
+            if peer != self.node_id:
+                try:
+                    names |= await self._namespaces_of(peer)
+                except PeersyncError as exc:
+                    log.info("cannot list the namespaces of %s while rebalancing: %s", peer, exc.detail)
+        mine = sorted(ns for ns in names if cluster.placement(ns).owner == self.node_id)
+        progress = self.rebalance = Rebalance(
+            state="running", total=len(mine), started_at=time.time(), runs=self.rebalance.runs + 1
+        )
+        began = time.monotonic()
+        slots = asyncio.Semaphore(cluster.options.rebalance_concurrency)
+
+        async def settle(namespace: str) -> None:
+            async with slots:
+                try:
+                    new = namespace not in self._held
+                    await self.ready(namespace)
+                    await self.sync_replicas(namespace)
+                except PeersyncError as exc:
+                    progress.failed += 1
+                    log.info("rebalancing %s failed: %s", namespace, exc.detail)
+                except (LinkDown, TimeoutError) as exc:
+                    progress.failed += 1
+                    log.info("rebalancing %s failed: %r", namespace, exc)
+                else:
+                    progress.done += 1
+                    progress.taken_over += new
+
+        await asyncio.gather(*(settle(ns) for ns in mine))
+        progress.state = "idle"
+        progress.duration_s = round(time.monotonic() - began, 3)
+        if mine:
+            log.info(
+                "rebalance finished: %d namespaces owned here, %d taken over, %d failed, in %.2fs",
+                progress.total,
+                progress.taken_over,
+                progress.failed,
+                progress.duration_s,
+            )
+        return progress.failed
+
+    async def _namespaces_here(self) -> list[str]:
+        found: list[str] = []
+        after: str | None = None
+        while True:
+            page = await self.store.namespaces("", after=after, limit=_LIST_PAGE)
+            found.extend(info.name for info in page)
+            if len(page) < _LIST_PAGE:
+                return found
+            after = page[-1].name
+
+    async def _namespaces_of(self, peer: str) -> set[str]:
+        found: set[str] = set()
+        cursor = ""
+        while True:
+            request = to_pb(
+                v1.ForwardRequest(local_namespaces=v1.ListNamespacesRequest(limit=_LIST_PAGE, cursor=cursor)),
+                node_pb2.ForwardRequest,
+            )
+            reply = from_pb(await self._send(peer, request), v1.ListNamespacesResponse)
+            found.update(info.name for info in reply.namespaces)
+            if not reply.next_cursor:
+                return found
+            cursor = reply.next_cursor
+
+    async def _sync_quietly(self, namespace: str) -> None:
+        try:
+            await self.sync_replicas(namespace)
+        except (PeersyncError, LinkDown, TimeoutError) as exc:
+            log.info("could not bring the replicas of %s up to date: %r", namespace, exc)
+
+    # -- a copy: what peers ask of this node -----------------------------------------------------
+
+    async def _on_replicate(self, op: node_pb2.ReplicateRequest, reply: node_pb2.ForwardReply) -> None:
+        self._observe(op.term)
+        records = [event_from_pb(e) for e in op.events]
+        revision, head_term = await self.store.apply_log(op.namespace, records, term=op.term)
+        self._deposed(op.namespace, op.term)
+        reply.replicate.revision, reply.replicate.head_term = revision, head_term
+        reply.replicate.term = self.store.term(op.namespace)
+
+    async def _on_fence(self, op: node_pb2.FenceRequest, reply: node_pb2.ForwardReply) -> None:
+        self._observe(op.term)
+        await self.store.fence(op.namespace, op.term)
+        self._deposed(op.namespace, op.term)
+        _head_into(self.store, op.namespace, reply.fence)
+
+    async def _on_read_log(self, op: node_pb2.ReadLogRequest, reply: node_pb2.ForwardReply) -> None:
+        records = await self.store.log(op.namespace, op.after, max(1, min(op.limit, CATCH_UP_BATCH)))
+        reply.read_log.SetInParent()
+        for record in records:
+            event_into_pb(record, reply.read_log.events.add())
+
+    async def _on_export(self, op: node_pb2.ExportRequest, reply: node_pb2.ForwardReply) -> None:
+        image_into_pb(self.store.export(op.namespace), reply.export)
+
+    async def _on_install(self, op: node_pb2.InstallRequest, reply: node_pb2.ForwardReply) -> None:
+        image = image_from_pb(op.image)
+        self._observe(image.term)
+        revision, head_term = self.store.head(image.namespace)
+        if image.term == self.store.term(image.namespace) and (head_term, revision) > (
+            image.head_term,
+            image.revision,
+        ):
+            # The same owner's older image (sent before records that overtook it): keep the newer.
+            _head_into(self.store, image.namespace, reply.install)
+            return
+        await self.store.install(image)
+        self._deposed(image.namespace, image.term)
+        _head_into(self.store, image.namespace, reply.install)
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    async def _send(self, peer: str, request: node_pb2.ForwardRequest) -> Any:
+        """Send a replication request to ``peer``; its reply's result, or the error it reported.
+        A peer that cannot be reached raises OwnerUnavailable."""
+        assert self._forwarder is not None
+        request.caller.origin = self.node_id
+        timeout = self.cluster.options.forward_timeout
+        try:
+            reply = await self._forwarder.call(peer, request, timeout)
+        except LinkDown as exc:
+            raise OwnerUnavailable(f"{peer!r} is unreachable: {exc}", owner=peer) from exc
+        except TimeoutError as exc:
+            raise OwnerUnavailable(f"{peer!r} did not answer within {timeout:g}s", owner=peer) from exc
+        name = reply.WhichOneof("result")
+        if name == "failure":
+            raise error_from_failure(reply.failure)
+        if name is None:
+            raise Unavailable(f"{peer!r} sent an empty reply")
+        return getattr(reply, name)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_retrieve)
+        return task
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a task's error as seen: whoever wanted it awaited it, or gave up on it on purpose."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _request(**op: Any) -> node_pb2.ForwardRequest:
+    return node_pb2.ForwardRequest(**op)
+
+
+def _replicate_request(namespace: str, term: int, events: Sequence[Event]) -> node_pb2.ReplicateRequest:
+    message = node_pb2.ReplicateRequest(namespace=namespace, term=term)
+    for event in events:
+        event_into_pb(event, message.events.add())
+    return message
+
+
+def _head_into(store: Store, namespace: str, out: node_pb2.CopyHead) -> None:
+    out.revision, out.head_term = store.head(namespace)
+    out.term = store.term(namespace)
