@@ -225,3 +225,47 @@ class RedisServer:
     def close(self) -> None:
         self.stop()
         self._dir.cleanup()
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One request as its client saw it: an HTTP answer, or no answer (``error`` names why)."""
+
+    node: str
+    status: int | None
+    reason: str | None
+    error: str | None
+    elapsed: float
+    body: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def refused(self) -> bool:
+        """Certainly not applied: a client error, or a connection that was never made."""
+        if self.status is not None:
+            return 400 <= self.status < 500
+        return self.error in ("ConnectError", "ConnectTimeout")
+
+    @property
+    def in_doubt(self) -> bool:
+        """Neither acknowledged nor certainly refused: the write may or may not have applied."""
+        return not self.ok and not self.refused
+
+
+async def attempt(client: httpx.AsyncClient, node: str, method: str, url: str, **kwargs: Any) -> Attempt:
+    """Send one request and classify what came back; never raises for HTTP or connection errors."""
+    started = time.monotonic()
+    try:
+        response = await client.request(method, url, **kwargs)
+    except httpx.HTTPError as exc:
+        return Attempt(node, None, None, type(exc).__name__, time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    reason = body.get("reason") if isinstance(body, dict) and response.status_code >= 400 else None
+    return Attempt(node, response.status_code, reason, None, elapsed, body)
