@@ -28,8 +28,9 @@ async def converged(h: Harness, expected: set[str], timeout: float) -> None:
     await eventually(lambda: all(h.alive_view(n) == expected for n in h.running()), timeout)
 
 
-async def test_three_nodes_form_a_cluster_and_route_every_request(harness: Harness) -> None:
-    form(harness, "a", "b", "c")
+@pytest.mark.parametrize("copies", [1, 2])
+async def test_three_nodes_form_a_cluster_and_route_every_request(harness: Harness, copies: int) -> None:
+    form(harness, "a", "b", "c", args=("--replicas", str(copies)))
     await converged(harness, {"a", "b", "c"}, timeout=5)
     rings = {harness.get(n, "/v1/cluster/ring").json()["ring_version"] for n in "abc"}
     assert len(rings) == 1, "every node computes the same ring"
@@ -47,9 +48,15 @@ async def test_three_nodes_form_a_cluster_and_route_every_request(harness: Harne
             got = harness.get(reader, f"/v1/namespaces/{ns}/keys/k")
             assert got.status_code == 200, got.text
             assert got.json()["value"] == NAMESPACES.index(ns)
+    holders: dict[str, set[str]] = {ns: set() for ns in NAMESPACES}
     for node_id in "abc":
         held = harness.get(node_id, "/v1/namespaces", params={"local": "true", "limit": 100}).json()
-        assert {n["name"] for n in held["namespaces"]} == {ns for ns, o in owners.items() if o == node_id}
+        for info in held["namespaces"]:
+            holders[info["name"]].add(node_id)
+    # The owner's store, and with replication one other node's: nowhere else.
+    for ns, owner in owners.items():
+        assert owner in holders[ns]
+        assert len(holders[ns]) == copies, (ns, holders[ns])
     merged = harness.get("b", "/v1/namespaces", params={"limit": 100}).json()
     assert [n["name"] for n in merged["namespaces"]] == sorted(NAMESPACES)
 
