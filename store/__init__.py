@@ -21,10 +21,11 @@ from ._errors import (
 )
 from ._model import Alias, Entry, Event, EventType, Mode, NamespaceImage, NamespaceInfo, Page, Snapshot
 from ._sql import SqlBackend
-from ._store import Store, StoreOptions
+from ._store import MAX_TERM, Store, StoreOptions
 from ._watch import Watch
 
 __all__ = [
+    "MAX_TERM",
     "Alias",
     "Backend",
     "ClaimConflict",

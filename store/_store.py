@@ -21,7 +21,7 @@ import functools
 import heapq
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -251,10 +251,12 @@ class _Op:
 @dataclass(slots=True)
 class _Exclusive:
     """A change that cannot share a backend commit (it replaces a namespace's whole state): the
-    writer runs it alone, after the batch before it and before the next."""
+    writer runs it alone for its namespace, after the operations on it before and before those
+    after; other namespaces go on meanwhile."""
 
     run: Callable[[], Awaitable[Any]]
     future: asyncio.Future[Any]
+    namespace: str
 
 
 class Store:
@@ -398,8 +400,8 @@ class Store:
         """At most ``limit`` retained records with revision > ``after``, oldest first. Raises
         Compacted when records after ``after`` are no longer all retained."""
         _check_limit(limit)
-        if after < 0:
-            raise InvalidArgument("after must not be negative", field="after")
+        if not 0 <= after <= _MAX_REVISION:
+            raise InvalidArgument(f"after must be from 0 to {_MAX_REVISION}", field="after")
         floor = self.log_floor(namespace)
         if after < floor:
             raise _compacted(namespace, after, floor)
@@ -663,6 +665,15 @@ class Store:
                     revision=revision,
                     term=head_term,
                 )
+            if events and events[-1].revision < revision and events[-1].term > head_term:
+                # Every record here was written in a term no newer than `head_term`: the one at
+                # the batch's end differs from the sender's, and so does what follows it.
+                raise LogDiverged(
+                    f"namespace {namespace!r}: record {events[-1].revision} here is of a term older than "
+                    f"the sender's {events[-1].term}",
+                    revision=revision,
+                    term=head_term,
+                )
             fresh = events[max(0, revision + 1 - first) :]
             if fresh and fresh[0].revision != revision + 1:
                 raise LogGap(
@@ -679,11 +690,13 @@ class Store:
         result: tuple[int, int] = await self._submit(apply, namespace, local=False)
         return result
 
-    async def install(self, image: NamespaceImage) -> None:
+    async def install(self, image: NamespaceImage, *, keep_newer: bool = False) -> None:
         """Replace the namespace's whole state by ``image`` (from :meth:`export` of another store),
         durably and at once: its keys, aliases, head and term become the image's, each key's
         history restarts at its current version and the log at the image's revision. Raises
-        Fenced if the image's term is older than the namespace's.
+        Fenced if the image's term is older than the namespace's. With ``keep_newer``, nothing
+        happens when the namespace is at the image's term with a head past the image's (records
+        of the same owner overtook the image).
 
         Watches of the namespace opened before end: their ``next`` raises Compacted, so that they
         re-read a snapshot instead of resuming across the replacement.
@@ -693,6 +706,13 @@ class Store:
 
         async def run() -> None:
             _check_not_fenced(ns, image.term, self.term(ns))
+            revision, head_term = self.head(ns)
+            if (
+                keep_newer
+                and image.term == self.term(ns)
+                and (head_term, revision) > (image.head_term, image.revision)
+            ):
+                return
             await self._backend.install(image)
             space = _Namespace(image.revision, image.revision, term=image.term, head_term=image.head_term)
             for entry in image.entries:
@@ -703,7 +723,7 @@ class Store:
             self._spaces[ns] = space
             self._end_watches_of(ns, image.revision)
 
-        await self._submit_exclusive(run)
+        await self._submit_exclusive(run, ns)
 
     async def drop(self, namespace: str) -> None:
         """Forget this store's copy of ``namespace`` entirely, durably: afterwards it is as if it
@@ -714,7 +734,7 @@ class Store:
             self._spaces.pop(namespace, None)
             self._end_watches_of(namespace, 0)
 
-        await self._submit_exclusive(run)
+        await self._submit_exclusive(run, namespace)
 
     def _end_watches_of(self, namespace: str, floor: int) -> None:
         self._generations[namespace] = self._generations.get(namespace, 0) + 1
@@ -738,11 +758,11 @@ class Store:
         self._arrive(_Op(apply, namespaces, future, local))
         return future
 
-    async def _submit_exclusive(self, run: Callable[[], Awaitable[T]]) -> T:
+    async def _submit_exclusive(self, run: Callable[[], Awaitable[T]], namespace: str) -> T:
         if not self._accepting:
             raise Unavailable("the store is not accepting writes (stopped or stopping)")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._arrive(_Exclusive(run, future))
+        self._arrive(_Exclusive(run, future, namespace))
         return await future
 
     def _arrive(self, op: _Op | _Exclusive) -> None:
@@ -777,8 +797,7 @@ class Store:
 
     async def _dispatch(self, pending: builtins.list[_Op | _Exclusive]) -> builtins.list[_Op | _Exclusive]:
         """Start what can start; return the operations that must wait, in their order. An
-        operation waits while a namespace it touches is held by an earlier one, an exclusive
-        change until everything before it finished, and everything after an exclusive change for it."""
+        operation waits while a namespace it touches is held by an earlier one."""
         blocked = set(self._busy)
         # Local writes and records from elsewhere, batched apart: only the former wait for replicas.
         batches: dict[bool, tuple[builtins.list[_Op], builtins.set[str]]] = {
@@ -786,22 +805,14 @@ class Store:
             False: ([], set()),
         }
         waiting: builtins.list[_Op | _Exclusive] = []
-        barrier = False
         for op in pending:
-            if barrier:
-                waiting.append(op)
-            elif isinstance(op, _Exclusive):
-                if waiting or self._inflight or any(ops for ops, _ in batches.values()):
+            if isinstance(op, _Exclusive):
+                alone = frozenset((op.namespace,))
+                if alone & blocked or any(alone & held for _, held in batches.values()):
                     waiting.append(op)
-                    barrier = True
                 else:
-                    try:
-                        await self._run_exclusive(op)
-                    except Exception as exc:
-                        log.exception("store change failed")
-                        _fail([op], _unavailable(exc))
-                    finally:
-                        self._finished(1)
+                    self._start(self._exclusive(op), alone)
+                blocked |= alone
             elif op.namespaces & blocked or op.namespaces & batches[not op.local][1]:
                 waiting.append(op)
                 blocked |= op.namespaces
@@ -819,12 +830,27 @@ class Store:
         return waiting
 
     def _start_batch(self, ops: builtins.list[_Op], namespaces: builtins.set[str]) -> None:
-        held = frozenset(namespaces)
-        self._busy |= held
-        task = asyncio.create_task(self._batch(ops, held), name="store-batch")
-        self._inflight.add(task)
+        self._start(self._batch(ops), frozenset(namespaces))
 
-    async def _batch(self, ops: builtins.list[_Op], namespaces: frozenset[str]) -> None:
+    def _start(self, work: Coroutine[Any, Any, int], namespaces: frozenset[str]) -> None:
+        """Run ``work`` (which returns how many operations it finished) holding ``namespaces``."""
+        self._busy |= namespaces
+
+        async def run() -> None:
+            finished = 0
+            try:
+                finished = await work
+            finally:
+                self._busy -= namespaces
+                current = asyncio.current_task()
+                if current is not None:
+                    self._inflight.discard(current)
+                self._finished(finished)
+                self._wakeup.set()
+
+        self._inflight.add(asyncio.create_task(run(), name="store-batch"))
+
+    async def _batch(self, ops: builtins.list[_Op]) -> int:
         try:
             await self._run_batch(ops)
         except asyncio.CancelledError:
@@ -833,13 +859,19 @@ class Store:
         except Exception as exc:
             log.exception("store batch failed")
             _fail(ops, _unavailable(exc))
-        finally:
-            self._busy -= namespaces
-            current = asyncio.current_task()
-            if current is not None:
-                self._inflight.discard(current)
-            self._finished(len(ops))
-            self._wakeup.set()
+        return len(ops)
+
+    async def _exclusive(self, op: _Exclusive) -> int:
+        try:
+            async with self._commit_lock:
+                await self._run_exclusive(op)
+        except asyncio.CancelledError:
+            _fail([op], Unavailable("the store stopped before the change was committed"))
+            raise
+        except Exception as exc:
+            log.exception("store change failed")
+            _fail([op], _unavailable(exc))
+        return 1
 
     async def _run_exclusive(self, op: _Exclusive) -> None:
         if op.future.cancelled():
@@ -1055,9 +1087,16 @@ def _fail_lost(op: _Op, lost: Mapping[str, PeersyncError]) -> bool:
     return bool(hit)
 
 
+# The largest term a store takes: Lamport clock values of up to 42 bits with a 20-bit node tag,
+# so that a term, and the clock behind it, always fit a signed 64-bit column.
+MAX_TERM = (1 << 62) - 1
+# The largest revision: a signed 64-bit column.
+_MAX_REVISION = (1 << 63) - 1
+
+
 def _check_term(term: int) -> None:
-    if term < 0:
-        raise InvalidArgument("term must not be negative", field="term")
+    if not 0 <= term <= MAX_TERM:
+        raise InvalidArgument(f"term must be from 0 to {MAX_TERM}", field="term")
 
 
 def _check_not_fenced(namespace: str, term: int, current: int) -> None:
@@ -1085,6 +1124,12 @@ def _check_log(namespace: str, events: Sequence[Event], term: int) -> None:
             event.entry is None or (event.entry.namespace, event.entry.key) != (namespace, event.key)
         ):
             problem = "does not carry the entry of its key"
+        elif (
+            event.type is EventType.SET and event.entry is not None and event.entry.revision != event.revision
+        ):
+            problem = f"carries an entry written at revision {event.entry.revision}"
+        elif not 0 <= event.term <= MAX_TERM or event.revision > _MAX_REVISION:
+            problem = "is out of range"
         elif event.type is EventType.ALIAS_SET and event.target is None:
             problem = "does not carry the alias target"
         if problem is not None:
@@ -1097,7 +1142,7 @@ def _check_log(namespace: str, events: Sequence[Event], term: int) -> None:
 def _check_image(image: NamespaceImage) -> None:
     _check_term(image.term)
     ns = image.namespace
-    if image.revision < 0 or image.head_term > image.term:
+    if not 0 <= image.revision <= _MAX_REVISION or image.head_term > image.term:
         raise InvalidArgument(f"the image of namespace {ns!r} has an impossible head", field="image")
     for entry in image.entries:
         if entry.namespace != ns or entry.revision > image.revision:

@@ -25,6 +25,7 @@ def test_store_surface() -> None:
         "LoadedState",
         "LogDiverged",
         "LogGap",
+        "MAX_TERM",
         "MemoryBackend",
         "Mode",
         "NamespaceImage",

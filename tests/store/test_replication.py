@@ -232,6 +232,72 @@ async def test_apply_log_refuses_gaps_divergence_and_older_terms(engine: Engine,
         assert follower.term(NS) == 4
 
 
+async def test_records_below_the_head_that_contradict_it_are_diverged(
+    engine: Engine, peer_engine: Engine
+) -> None:
+    """A copy ahead of the sender in an older term holds other records than the sender's: skipping
+    the sender's as duplicates would acknowledge records it never stored."""
+    recorder = Recorder()
+    async with (
+        Store(engine.backend(), replicate=recorder) as leader,
+        Store(peer_engine.backend()) as follower,
+    ):
+        for i in range(4):
+            await leader.set(NS, f"k{i}", b"v", "raw")
+        assert await follower.apply_log(NS, recorder.of(NS), term=0) == (4, 0)
+        rewritten = [dataclasses.replace(e, term=5) for e in recorder.of(NS)[1:3]]
+        with pytest.raises(LogDiverged):
+            await follower.apply_log(NS, rewritten, term=5)
+        assert follower.head(NS) == (4, 0)
+        assert follower.term(NS) == 0
+
+
+async def test_install_keeps_a_newer_head_of_the_same_term_when_asked(
+    engine: Engine, peer_engine: Engine
+) -> None:
+    recorder = Recorder()
+    async with (
+        Store(engine.backend(), replicate=recorder) as leader,
+        Store(peer_engine.backend()) as follower,
+    ):
+        await leader.fence(NS, 3)
+        await leader.set(NS, "a", b"1", "raw")
+        stale = leader.export(NS)
+        await leader.set(NS, "b", b"2", "raw")
+        assert await follower.apply_log(NS, recorder.of(NS), term=3) == (2, 3)
+        await follower.install(stale, keep_newer=True)
+        assert follower.head(NS) == (2, 3)
+        assert (await follower.get(NS, "b")).value == b"2"
+        await follower.install(stale)
+        assert follower.head(NS) == (1, 3)
+
+
+async def test_an_install_waits_only_for_its_own_namespace(engine: Engine, peer_engine: Engine) -> None:
+    """Installs too must not wait for another namespace's replication: two nodes, each with a
+    write waiting for the other and an install queued, would otherwise wait for each other."""
+    gate = asyncio.Event()
+    shown: list[Event] = []
+
+    async def replicate(events: Sequence[Event]) -> Mapping[str, PeersyncError]:
+        shown.extend(events)
+        await gate.wait()
+        return {}
+
+    async with Store(peer_engine.backend()) as leader, Store(engine.backend(), replicate=replicate) as store:
+        await leader.set(OTHER, "k", b"theirs", "raw")
+        await leader.set("third", "k", b"theirs", "raw")
+        waiting = asyncio.create_task(store.set(NS, "k", b"mine", "raw"))
+        await eventually(lambda: bool(shown), timeout=5)
+        try:
+            async with asyncio.timeout(5):
+                await store.install(leader.export(OTHER))
+                assert await store.apply_log("third", await leader.log("third", 0, 10), term=0) == (1, 0)
+        finally:
+            gate.set()
+        await waiting
+        assert (await store.get(OTHER, "k")).value == b"theirs"
+
+
 async def test_apply_log_refuses_records_that_are_no_stretch_of_the_log(store: Store) -> None:
     recorder = Recorder()
     async with Store(MemoryBackend(), replicate=recorder) as leader:
