@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from google.protobuf.message import DecodeError
 from grpclib import GRPCError, Status
 from grpclib.const import Cardinality, Handler
 
@@ -81,19 +82,24 @@ class NodeService(v1.NodeBase):
         slots = asyncio.Semaphore(_IN_FLIGHT)
         running: set[asyncio.Task[None]] = set()
 
-        async def serve(request: node_pb2.ForwardRequest) -> None:
+        async def serve(request: node_pb2.ForwardRequest, slotted: bool) -> None:
             try:
                 ready.append(await self._serve(request))
                 wakeup.set()
             finally:
-                slots.release()
+                if slotted:
+                    slots.release()
 
         async def read() -> None:
             try:
                 async for batch in stream:
                     for request in batch.requests:
-                        await slots.acquire()
-                        task = asyncio.create_task(serve(request))
+                        # Replication never waits behind forwarded writes: those may be waiting
+                        # for the very replication the sender asks for on the other stream.
+                        slotted = request.WhichOneof("op") not in REPLICATION_OPS
+                        if slotted:
+                            await slots.acquire()
+                        task = asyncio.create_task(serve(request, slotted))
                         running.add(task)
                         task.add_done_callback(running.discard)
                 if running:
@@ -119,6 +125,11 @@ class NodeService(v1.NodeBase):
             for task in list(running):
                 task.cancel()
         if reader.done() and not reader.cancelled() and (error := reader.exception()) is not None:
+            if isinstance(error, DecodeError):
+                raise GRPCError(
+                    Status.INVALID_ARGUMENT,
+                    f"INVALID_ARGUMENT: a forwarding stream message is unreadable: {error}",
+                )
             log.info("forwarding stream from a peer ended: %r", error)
 
     async def _serve(self, request: node_pb2.ForwardRequest) -> node_pb2.ForwardReply:

@@ -71,7 +71,7 @@ class Node:
         self._service = service = Service(store, cfg.limits, cluster, replicator)
         if replicator is not None:
             assert service.forwarder is not None
-            replicator.bind(store, cluster, service.forwarder)
+            replicator.bind(store, cluster, service.forwarder, cfg.limits)
             await replicator.start()
         self._replicator = replicator
 

@@ -21,6 +21,7 @@ import enum
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Final
 
 __all__ = [
     "Kind",
@@ -92,6 +93,12 @@ def _effective_precedence(entry: Override) -> tuple[int, str, bool]:
     return (entry.clock, entry.origin, entry.kind is Kind.PIN)
 
 
+# The largest clock value a node takes from elsewhere: terms are this clock shifted left by 20
+# bits (see peersync._replication), and must fit a signed 64-bit column. A node ticking a
+# million times a second would need more than a century to get there.
+MAX_CLOCK: Final = (1 << 42) - 1
+
+
 class LamportClock:
     """A Lamport clock: `tick` before making a change, `observe` every clock received.
 
@@ -118,8 +125,11 @@ class LamportClock:
         return self._now
 
     def observe(self, clock: int) -> None:
-        """Note a clock seen elsewhere, so that the next `tick` is after it."""
-        self._now = max(self._now, clock)
+        """Note a clock seen elsewhere, so that the next `tick` is after it. A value past
+        :data:`MAX_CLOCK`, which no honest node reaches, is ignored: it would leave no room for
+        the terms built on this clock."""
+        if clock <= MAX_CLOCK:
+            self._now = max(self._now, clock)
 
     def __repr__(self) -> str:
         return f"LamportClock(now={self._now})"

@@ -29,9 +29,11 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from store import (
+    MAX_TERM,
     Compacted,
     Event,
     Fenced,
+    InvalidArgument,
     LogDiverged,
     LogGap,
     NotOwner,
@@ -43,6 +45,7 @@ from store import (
 
 from . import v1
 from ._forwarding import Forwarder, LinkDown, error_from_failure
+from ._limits import Limits
 from ._wire import event_from_pb, event_into_pb, from_pb, image_from_pb, image_into_pb, to_pb
 from .v1 import node_pb2
 
@@ -96,8 +99,15 @@ class Replicator:
         # Namespaces this node holds (may serve), with the term it holds them in.
         self._held: dict[str, int] = {}
         self._takeovers: dict[str, asyncio.Task[None]] = {}
-        # Per namespace: the owner's pushes to its replicas, one at a time.
-        self._ship_locks: dict[str, asyncio.Lock] = {}
+        # Per namespace and replica: the owner's pushes, one at a time.
+        self._ship_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # Per namespace: the term and revision of the last records handed to replicas. A revision
+        # is never handed out twice in one term (replicas would take the second as a duplicate).
+        self._shipped: dict[str, tuple[int, int]] = {}
+        # When the event loop last ran the pause detector (see _paused).
+        self._tick = time.monotonic()
+        self._stopping = False
+        self._limits = Limits()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wanted = asyncio.Event()
         self.rebalance = Rebalance()
@@ -111,15 +121,20 @@ class Replicator:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def bind(self, store: Store, cluster: Cluster, forwarder: Forwarder) -> None:
+    def bind(
+        self, store: Store, cluster: Cluster, forwarder: Forwarder, limits: Limits | None = None
+    ) -> None:
         self._store, self._cluster, self._forwarder = store, cluster, forwarder
+        self._limits = limits or self._limits
         cluster.on_change(self._placements_changed)
 
     async def start(self) -> None:
         self._spawn(self._rebalance_loop(), "rebalance")
+        self._spawn(self._pause_detector(), "pause-detector")
         self._wanted.set()
 
     async def stop(self) -> None:
+        self._stopping = True
         tasks = list(self._tasks) + list(self._takeovers.values())
         for task in tasks:
             task.cancel()
@@ -153,6 +168,8 @@ class Replicator:
         over. Waits at most the handoff timeout, then raises a retriable Unavailable."""
         if namespace in self._held:
             return
+        if self._stopping:
+            raise Unavailable("this node is stopping")
         task = self._takeovers.get(namespace)
         if task is None:
             task = asyncio.create_task(self._take_over(namespace), name=f"takeover-{namespace}")
@@ -187,10 +204,22 @@ class Replicator:
         return {ns: error for ns, error in zip(names, results, strict=True) if error is not None}
 
     async def _replicate(self, namespace: str, events: list[Event]) -> PeersyncError | None:
+        if self._paused():
+            return Unavailable(
+                "this node's event loop stood still long enough for the others to declare it dead; "
+                "it takes its namespaces over again before it writes; retry"
+            )
         term = self._held.get(namespace)
         if term is None or self.store.term(namespace) != term:
             self._held.pop(namespace, None)
             return Unavailable(f"namespace {namespace!r} is changing owner; retry")
+        shipped = self._shipped.get(namespace)
+        if shipped is not None and shipped[0] == term and events[0].revision <= shipped[1]:
+            # The store is about to reuse a revision (an earlier commit failed after its records
+            # went out): never in the same term. Take the namespace over again.
+            self._held.pop(namespace, None)
+            return Unavailable(f"namespace {namespace!r} must take a new term after a failed commit; retry")
+        self._shipped[namespace] = (term, events[-1].revision)
         replicas = self._replicas(namespace)
         if not replicas:
             return None
@@ -233,13 +262,22 @@ class Replicator:
         return [member for member in listed if member != self.node_id][: copies - 1]
 
     async def _ship(self, namespace: str, term: int, peer: str, message: node_pb2.ReplicateRequest) -> None:
-        """Have ``peer`` apply the records in ``message``, catching it up first if it lags."""
-        async with self._ship_lock(namespace):
+        """Have ``peer`` apply the records in ``message``, catching it up first if it lags. Done
+        only when its copy ends exactly with the last of them."""
+        last = message.events[-1]
+        async with self._ship_lock(namespace, peer):
             try:
-                await self._send(peer, _request(replicate=message))
+                head = await self._send(peer, _request(replicate=message))
             except (LogGap, LogDiverged) as exc:
                 await self._catch_up(namespace, term, peer, exc)
-                await self._send(peer, _request(replicate=message))
+                head = await self._send(peer, _request(replicate=message))
+            if (head.revision, head.head_term) != (last.revision, last.term):
+                # Its copy goes on past these records, or ends in other ones: replace it.
+                diverged = LogDiverged("ahead", revision=head.revision, term=head.head_term)
+                await self._catch_up(namespace, term, peer, diverged)
+                head = await self._send(peer, _request(replicate=message))
+                if (head.revision, head.head_term) != (last.revision, last.term):
+                    raise Unavailable(f"{peer!r} did not end its copy of {namespace!r} with the records sent")
 
     async def _catch_up(self, namespace: str, term: int, peer: str, lag: LogGap | LogDiverged) -> None:
         """Send ``peer`` the committed records it lacks (the log from its last record on, so that
@@ -268,21 +306,44 @@ class Replicator:
         if term is None:
             return
         for peer in self._replicas(namespace):
-            async with self._ship_lock(namespace):
+            async with self._ship_lock(namespace, peer):
                 head = await self._send(
                     peer, _request(replicate=node_pb2.ReplicateRequest(namespace=namespace, term=term))
                 )
-                ours = self.store.head(namespace)
-                if (head.head_term, head.revision) < (ours[1], ours[0]):
-                    await self._catch_up(
-                        namespace, term, peer, LogGap("behind", revision=head.revision, term=head.head_term)
-                    )
+                revision, head_term = self.store.head(namespace)
+                if (head.revision, head.head_term) == (revision, head_term):
+                    continue
+                lag: LogGap | LogDiverged
+                if head.revision < revision and head.head_term <= head_term:
+                    lag = LogGap("behind", revision=head.revision, term=head.head_term)
+                elif head.revision > revision and head.head_term == term:
+                    continue  # records being replicated right now: they bring their own catch-up
+                else:
+                    lag = LogDiverged("diverged", revision=head.revision, term=head.head_term)
+                await self._catch_up(namespace, term, peer, lag)
 
-    def _ship_lock(self, namespace: str) -> asyncio.Lock:
-        lock = self._ship_locks.get(namespace)
+    def _ship_lock(self, namespace: str, peer: str) -> asyncio.Lock:
+        lock = self._ship_locks.get((namespace, peer))
         if lock is None:
-            lock = self._ship_locks[namespace] = asyncio.Lock()
+            lock = self._ship_locks[namespace, peer] = asyncio.Lock()
         return lock
+
+    async def _pause_detector(self) -> None:
+        while True:
+            self._tick = time.monotonic()
+            await asyncio.sleep(0.1)
+
+    def _paused(self) -> bool:
+        """True when the event loop stood still for longer than the others wait before they
+        suspect this node (a SIGSTOP, a VM pause): they may have declared it dead and given its
+        namespaces to others, who fenced the copies they knew of but perhaps not every one this
+        node would write to now. Every hold is dropped; the next request takes over afresh."""
+        if time.monotonic() - self._tick <= self.cluster.options.membership.suspect_after:
+            return False
+        if self._held:
+            log.warning("the event loop stood still; dropping the hold of %d namespaces", len(self._held))
+            self._held.clear()
+        return True
 
     # -- a new owner: fencing and catch-up -------------------------------------------------------
 
@@ -324,7 +385,13 @@ class Replicator:
                         f"answer ({answer.detail}); retry"
                     )
                 heads[peer] = answer
-            await self._catch_up_from_best(namespace, term, heads)
+            try:
+                await self._catch_up_from_best(namespace, term, heads)
+            except Fenced as exc:
+                self._observe(exc.term)
+                continue
+            except PeersyncError as exc:
+                raise Unavailable(f"cannot catch namespace {namespace!r} up: {exc.detail}; retry") from exc
             if store.term(namespace) != term:
                 continue  # fenced again meanwhile: someone newer took it
             if cluster.placement(namespace).owner != self.node_id:
@@ -488,42 +555,47 @@ class Replicator:
     # -- a copy: what peers ask of this node -----------------------------------------------------
 
     async def _on_replicate(self, op: node_pb2.ReplicateRequest, reply: node_pb2.ForwardReply) -> None:
-        self._observe(op.term)
+        self._check(op.namespace, op.term)
         records = [event_from_pb(e) for e in op.events]
         revision, head_term = await self.store.apply_log(op.namespace, records, term=op.term)
+        self._observe(op.term)
         self._deposed(op.namespace, op.term)
         reply.replicate.revision, reply.replicate.head_term = revision, head_term
         reply.replicate.term = self.store.term(op.namespace)
 
     async def _on_fence(self, op: node_pb2.FenceRequest, reply: node_pb2.ForwardReply) -> None:
-        self._observe(op.term)
+        self._check(op.namespace, op.term)
         await self.store.fence(op.namespace, op.term)
+        self._observe(op.term)
         self._deposed(op.namespace, op.term)
         _head_into(self.store, op.namespace, reply.fence)
 
     async def _on_read_log(self, op: node_pb2.ReadLogRequest, reply: node_pb2.ForwardReply) -> None:
+        self._check(op.namespace, 0)
         records = await self.store.log(op.namespace, op.after, max(1, min(op.limit, CATCH_UP_BATCH)))
         reply.read_log.SetInParent()
         for record in records:
             event_into_pb(record, reply.read_log.events.add())
 
     async def _on_export(self, op: node_pb2.ExportRequest, reply: node_pb2.ForwardReply) -> None:
+        self._check(op.namespace, 0)
         image_into_pb(self.store.export(op.namespace), reply.export)
 
     async def _on_install(self, op: node_pb2.InstallRequest, reply: node_pb2.ForwardReply) -> None:
+        self._check(op.image.namespace, op.image.term)
         image = image_from_pb(op.image)
+        # The same owner's older image (sent before records that overtook it) leaves the newer.
+        await self.store.install(image, keep_newer=True)
         self._observe(image.term)
-        revision, head_term = self.store.head(image.namespace)
-        if image.term == self.store.term(image.namespace) and (head_term, revision) > (
-            image.head_term,
-            image.revision,
-        ):
-            # The same owner's older image (sent before records that overtook it): keep the newer.
-            _head_into(self.store, image.namespace, reply.install)
-            return
-        await self.store.install(image)
         self._deposed(image.namespace, image.term)
         _head_into(self.store, image.namespace, reply.install)
+
+    def _check(self, namespace: str, term: int) -> None:
+        self._limits.namespace(namespace)
+        if not 0 <= term <= MAX_TERM:
+            raise InvalidArgument(f"term must be from 0 to {MAX_TERM}", field="term")
+        if self._stopping:
+            raise Unavailable("this node is stopping")
 
     # -- plumbing --------------------------------------------------------------------------------
 
