@@ -12,11 +12,16 @@ import os
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ._servers import PeersyncServer, Pinning, parse_cpus
+
+# Namespaces named per ``/v1/cluster/ring`` request: keeps the query string a few kB long.
+_RING_PAGE = 200
+# Seconds a cluster must look settled before wait_settled believes it.
+_SETTLE_CONFIRM = 0.5
 
 
 @contextlib.contextmanager
@@ -71,18 +76,25 @@ class Admin:
 
     def get(self, path: str) -> Any:
         """GET ``path`` and return its JSON; raises OSError or http.client.HTTPException on failure."""
+        status, body = self.send("GET", path)
+        if status != 200:
+            raise http.client.HTTPException(f"GET {path} answered {status}: {body[:200]!r}")
+        return json.loads(body)
+
+    def send(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        """Send one request (a JSON ``body`` when given) and return the status and the body read
+        whole; raises OSError or http.client.HTTPException when there is no answer."""
         if self._conn is None:
             self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+        headers = {"Content-Type": "application/json"} if body is not None else {}
         try:
-            self._conn.request("GET", path)
+            self._conn.request(method, path, body=body, headers=headers)
             reply = self._conn.getresponse()
-            body = reply.read()
+            data = reply.read()
         except (OSError, http.client.HTTPException):
             self.close()
             raise
-        if reply.status != 200:
-            raise http.client.HTTPException(f"GET {path} answered {reply.status}: {body[:200]!r}")
-        return json.loads(body)
+        return reply.status, data
 
     def states(self) -> dict[str, str]:
         """Member id to state (alive, suspect, dead, left) as this node sees it."""
@@ -92,6 +104,20 @@ class Admin:
     def owner(self, namespace: str) -> str:
         owner: str = self.get(f"/v1/cluster/owner/{namespace}")["owner"]
         return owner
+
+    def owners(self, namespaces: Sequence[str]) -> dict[str, str | None]:
+        """Namespace to owner as this node sees it, asked of ``/v1/cluster/ring`` in pages."""
+        out: dict[str, str | None] = {}
+        for start in range(0, len(namespaces), _RING_PAGE):
+            page = ",".join(namespaces[start : start + _RING_PAGE])
+            for place in self.get(f"/v1/cluster/ring?namespaces={page}")["owners"]:
+                out[place["namespace"]] = place["owner"]
+        return out
+
+    def ring(self) -> dict[str, Any]:
+        """``/v1/cluster/ring``: members, ring version, replication settings, ``rebalance`` progress."""
+        ring: dict[str, Any] = self.get("/v1/cluster/ring")
+        return ring
 
     def close(self) -> None:
         if self._conn is not None:
@@ -119,4 +145,81 @@ def wait_converged(nodes: Sequence[PeersyncServer], timeout: float = 20.0) -> No
             time.sleep(0.02)
     finally:
         for admin in admins:
+            admin.close()
+
+
+def owned_by(nodes: Sequence[PeersyncServer], owner: str, count: int, prefix: str) -> list[str]:
+    """``count`` namespaces named ``{prefix}{i}`` that every node of ``nodes`` says ``owner`` owns."""
+    candidates = [f"{prefix}{i}" for i in range(max(200, 20 * count))]
+    agreed = set(candidates)
+    for n in nodes:
+        admin = Admin(n.base_url)
+        try:
+            views = admin.owners(candidates)
+        finally:
+            admin.close()
+        agreed &= {ns for ns, o in views.items() if o == owner}
+    found = [ns for ns in candidates if ns in agreed][:count]
+    if len(found) < count:
+        raise RuntimeError(f"only {len(found)} of {len(candidates)} namespaces are owned by {owner}")
+    return found
+
+
+def rebalances(nodes: Sequence[PeersyncServer]) -> dict[str, dict[str, Any] | None]:
+    """Each node's ``rebalance`` object from ``/v1/cluster/ring`` (None where replication is off)."""
+    out: dict[str, dict[str, Any] | None] = {}
+    for n in nodes:
+        admin = Admin(n.base_url)
+        try:
+            out[n.label] = admin.ring().get("rebalance")
+        finally:
+            admin.close()
+    return out
+
+
+def wait_settled(
+    nodes: Sequence[PeersyncServer], timeout: float = 60.0, after: Mapping[str, int] | None = None
+) -> float:
+    """Until every node's ring holds exactly these nodes and its last rebalance is idle, settled
+    everything it owns (done == total) and, for the nodes in ``after``, is a later run than the
+    count given there. That must hold for half a second of polls: a rebalance starts about 0.2 s
+    after the change that causes it, so one idle answer may come from the run before. Returns the
+    monotonic time it was first seen to hold."""
+    expected = {n.label for n in nodes}
+    admins = {n.label: Admin(n.base_url) for n in nodes}
+    deadline = time.monotonic() + timeout
+
+    def quiet() -> bool:
+        for label, admin in admins.items():
+            try:
+                ring = admin.ring()
+            except (OSError, http.client.HTTPException, ValueError):
+                return False
+            progress = ring.get("rebalance")
+            if set(ring["members"]) != expected:
+                return False
+            if progress is None:
+                continue
+            if progress["state"] != "idle" or progress["runs"] < 1 + (after or {}).get(label, 0):
+                return False
+            if progress["done"] != progress["total"]:
+                return False
+        return True
+
+    since: float | None = None
+    try:
+        while True:
+            if quiet():
+                now = time.monotonic()
+                if since is None:
+                    since = now
+                elif now - since >= _SETTLE_CONFIRM:
+                    return since
+            else:
+                since = None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{sorted(expected)} did not settle within {timeout}s")
+            time.sleep(0.05)
+    finally:
+        for admin in admins.values():
             admin.close()

@@ -29,7 +29,7 @@ def _percentile(ordered: list[float], pct: float) -> float:
     return ordered[index]
 
 
-class _Connection:
+class Connection:
     """One keep-alive HTTP/1.1 connection: a request out, its response read whole."""
 
     def __init__(self, host: str, port: int) -> None:
@@ -92,7 +92,7 @@ async def _drive(
 
     async def worker() -> None:
         nonlocal errors
-        conn = _Connection(host, port)
+        conn = Connection(host, port)
         try:
             while (item := await due_times.get()) is not None:
                 i, due = item

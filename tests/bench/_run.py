@@ -1,5 +1,6 @@
 """Orchestration: start each server, preload the keys, warm up, measure GET then PUT, stop, report.
-The cluster parts (forwarding, membership) run on their own clusters over a private Redis."""
+The cluster parts (forwarding, membership, replication, handoff, failover) run on their own clusters
+over a private Redis."""
 
 from __future__ import annotations
 
@@ -8,18 +9,31 @@ import contextlib
 import datetime
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from peersync import ClusterOptions, MembershipOptions
+
 from ._cluster import redis
+from ._failover import FailoverBench, FailoverSettings, FailoverTrial, failover_json, failover_table
 from ._forwarding import ForwardingBench
+from ._handoff import Handoff, HandoffBench, handoff_json, handoff_table
 from ._load import LoadGenerator, OpenLoop, Workload, Wrk, children_cpu, preload
 from ._membership import MembershipBench, Trial, membership_json, membership_table
 from ._profile import Profiler, summarize
+from ._replication import (
+    ReplicationBench,
+    ReplicationMeasurement,
+    replication_json,
+    replication_medians,
+    replication_table,
+)
 from ._report import (
     ETCD,
     Measurement,
@@ -46,7 +60,7 @@ from ._servers import (
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 _SINGLE_TARGETS = ("sqlite", "memory", "etcd")
-_CLUSTER_TARGETS = ("forwarding", "membership")
+_CLUSTER_TARGETS = ("forwarding", "membership", "replication", "handoff", "failover")
 _ALL_TARGETS = _SINGLE_TARGETS + _CLUSTER_TARGETS
 _STORES = ("memory", "sqlite")
 
@@ -57,7 +71,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         description="REST GET/PUT throughput of peersync (SQLite and memory engines) and, when etcd is "
         "on PATH, of etcd's v2 keys API in the same run. With --targets forwarding,membership: the "
         "same GET/PUT sent to a namespace's owner and forwarded through another node of a two-node "
-        "cluster, and how long a 5-node cluster takes to see a node join and a killed node die.",
+        "cluster, and how long a 5-node cluster takes to see a node join and a killed node die. With "
+        "--targets replication,handoff,failover: PUT with replication on and off on a 3-node cluster, "
+        "how long a 4th node takes to take over its share of a loaded cluster, and how long a killed "
+        "owner's namespaces take to accept writes again.",
     )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run (10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load first (2)")
@@ -87,10 +104,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--targets",
         default=",".join(_SINGLE_TARGETS),
         help="comma-separated subset of sqlite,memory,etcd (single nodes; etcd only when on PATH), "
-        "forwarding (direct vs forwarded GET/PUT on a two-node cluster) and membership (join and "
-        "failure-detection times on a 5-node cluster), or 'all' (every part)",
+        "forwarding (direct vs forwarded GET/PUT on a two-node cluster), membership (join and "
+        "failure-detection times on a 5-node cluster), replication (PUT with --replicas 2 vs 1 on a "
+        "3-node cluster), handoff (a 4th node joining a loaded 3-node cluster) and failover (kill -9 "
+        "of an owner until its namespaces take writes), or 'all' (every part)",
     )
-    cluster = parser.add_argument_group("cluster parts (--targets forwarding,membership)")
+    cluster = parser.add_argument_group(
+        "cluster parts (--targets forwarding,membership,replication,handoff,failover)"
+    )
     cluster.add_argument(
         "--redis-url",
         default=os.environ.get("REDIS_URL"),
@@ -128,7 +149,38 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--membership-store", default="memory", help="engine of the membership cluster's nodes (memory)"
     )
     cluster.add_argument(
-        "--seed", type=int, default=1, help="seed of the random pauses between membership trials (1)"
+        "--seed", type=int, default=1, help="seed of the random pauses of membership and failover trials (1)"
+    )
+    cluster.add_argument(
+        "--replication-stores",
+        default=",".join(_STORES),
+        help="engines of the replication clusters, comma-separated (memory,sqlite)",
+    )
+    cluster.add_argument(
+        "--replication-namespaces",
+        default="64,1",
+        help="layouts of the replication part, comma-separated: each spreads the keys over this many "
+        "namespaces owned by node a (64,1: many namespaces, then one hot namespace)",
+    )
+    cluster.add_argument(
+        "--replica-cpu",
+        help="taskset CPU list for nodes b and c of the replication part (default: the server CPUs, "
+        "shared with the owner a); e.g. 1 to keep a's core for a alone, sharing b's and c's with the "
+        "load generator",
+    )
+    cluster.add_argument(
+        "--handoff-store", default="sqlite", help="engine of the handoff and failover clusters (sqlite)"
+    )
+    cluster.add_argument(
+        "--handoff-namespaces", type=int, default=1000, help="namespaces loaded before the join (1000)"
+    )
+    cluster.add_argument("--handoff-keys", type=int, default=100, help="keys per loaded namespace (100)")
+    cluster.add_argument("--failover-trials", type=int, default=5, help="kill -9 trials (5)")
+    cluster.add_argument(
+        "--failover-namespaces",
+        type=int,
+        default=8,
+        help="namespaces of the killed owner written to until they accept writes again (8)",
     )
     parser.add_argument(
         "--serve-arg",
@@ -167,11 +219,25 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.targets.split(",")) - set(_ALL_TARGETS)
     if unknown:
         parser.error(f"unknown targets {sorted(unknown)}; choose from {','.join(_ALL_TARGETS)} or all")
-    stores = set(args.forwarding_stores.split(","))
-    if not stores or stores - set(_STORES):
-        parser.error(f"--forwarding-stores: choose from {','.join(_STORES)}")
+    for option in ("forwarding_stores", "replication_stores"):
+        stores = set(getattr(args, option).split(","))
+        if not stores or stores - set(_STORES):
+            parser.error(f"--{option.replace('_', '-')}: choose from {','.join(_STORES)}")
+    try:
+        layouts = [int(n) for n in args.replication_namespaces.split(",")]
+    except ValueError:
+        layouts = []
+    if not layouts or min(layouts) <= 0:
+        parser.error("--replication-namespaces: a comma-separated list of positive counts")
+    if args.handoff_store not in _STORES:
+        parser.error(f"--handoff-store: choose from {','.join(_STORES)}")
     if min(args.namespaces, args.trials, args.poll_interval) <= 0 or args.members < 2:
         parser.error("--namespaces, --trials and --poll-interval must be positive, --members at least 2")
+    if min(args.handoff_namespaces, args.handoff_keys, args.failover_trials, args.failover_namespaces) <= 0:
+        parser.error(
+            "--handoff-namespaces, --handoff-keys, --failover-trials and --failover-namespaces must be "
+            "positive"
+        )
     if min(args.duration, args.connections, args.keys, args.value_bytes, args.rounds) <= 0:
         parser.error("--duration, --connections, --keys, --value-bytes and --rounds must be positive")
     if args.retries < 0:
@@ -277,6 +343,9 @@ class _Bench:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parse(argv)
+    # SIGTERM unwinds like Ctrl-C, so that every server this run started is stopped on the way out
+    # instead of being left running without its parent.
+    signal.signal(signal.SIGTERM, _terminated)
     pinning = Pinning.choose(not args.no_pin, args.server_cpu, args.load_cpu)
     generator = _generator(args, pinning)
     targets = args.targets.split(",")
@@ -322,6 +391,35 @@ def main(argv: list[str] | None = None) -> None:
             "pinning": f"{pinning.describe()}; node b on CPU "
             f"{args.peer_cpu or pinning.server_cpus or 'any'}; Redis on the load CPUs",
         }
+    failover_settings = FailoverSettings(
+        heartbeat_interval=MembershipOptions().heartbeat_interval,
+        suspect_after=MembershipOptions().suspect_after,
+        dead_after=MembershipOptions().dead_after,
+        handoff_timeout=ClusterOptions().handoff_timeout,
+    )
+    if "replication" in targets:
+        settings["replication"] = {
+            "stores": args.replication_stores.split(","),
+            "namespaces": [int(n) for n in args.replication_namespaces.split(",")],
+            "copies": [2, 1],
+            "pinning": f"{pinning.describe()}; b and c on CPU "
+            f"{args.replica_cpu or pinning.server_cpus or 'any'}; Redis on the load CPUs",
+        }
+    if "handoff" in targets:
+        settings["handoff"] = {
+            "store": args.handoff_store,
+            "namespaces": args.handoff_namespaces,
+            "keys": args.handoff_keys,
+            "pinning": "none (nodes and the loader on any CPU)",
+        }
+    if "failover" in targets:
+        settings["failover"] = {
+            "store": args.handoff_store,
+            "trials": args.failover_trials,
+            "namespaces": args.failover_namespaces,
+            **asdict(failover_settings),
+            "pinning": "none (nodes and the pollers on any CPU)",
+        }
     if "membership" in targets:
         settings["membership"] = {
             "trials": args.trials,
@@ -339,27 +437,38 @@ def main(argv: list[str] | None = None) -> None:
 
     bench = _Bench(args, generator, pinning, profiler)
     forwarding = ForwardingBench(args, generator, pinning, profiler)
+    replication = ReplicationBench(args, generator, pinning)
     measurements: list[Measurement] = []
     routes: list[RouteMeasurement] = []
+    replicated: list[ReplicationMeasurement] = []
+    handoffs: list[Handoff] = []
     trials: list[Trial] = []
+    failovers: list[FailoverTrial] = []
     # The forwarding clusters take their turn in the rotation like any single-node target.
     rotation = [t for t in targets if t in _SINGLE_TARGETS]
     if "forwarding" in targets:
         rotation += [f"forwarding-{store}" for store in args.forwarding_stores.split(",")]
-    needs_redis = "forwarding" in targets or "membership" in targets
+    if "replication" in targets:
+        rotation += [f"replication-{store}" for store in args.replication_stores.split(",")]
+    # A handoff run is long (a bulk load, then the join): one per round, after the rotation.
+    needs_redis = any(t in _CLUSTER_TARGETS for t in targets)
     with (
         tempfile.TemporaryDirectory(prefix="peersync-bench-") as tmp,
         redis(args.redis_url, pinning) if needs_redis else contextlib.nullcontext("") as redis_url,
     ):
         if needs_redis:
             print(f"gossip over {redis_url}", flush=True)
-        for n in range(args.rounds if rotation else 0):
+        for n in range(args.rounds if rotation or "handoff" in targets else 0):
             if args.rounds > 1:
                 print(f"round {n + 1} of {args.rounds}", flush=True)
             # Rotate the order so that no target always runs first (or last) in a round.
-            for target in rotation[n % len(rotation) :] + rotation[: n % len(rotation)]:
+            turn = n % len(rotation) if rotation else 0
+            for target in rotation[turn:] + rotation[:turn]:
                 if target.startswith("forwarding-"):
                     routes += forwarding.run(target.removeprefix("forwarding-"), redis_url, n)
+                    continue
+                if target.startswith("replication-"):
+                    replicated += replication.run(target.removeprefix("replication-"), redis_url, n)
                     continue
                 data_dir = Path(tmp) / f"{target}-{n}"
                 server: ServerProcess
@@ -371,12 +480,17 @@ def main(argv: list[str] | None = None) -> None:
                         store=target, data_dir=data_dir, pinning=pinning, extra_args=args.serve_arg
                     )
                 measurements += bench.run(server)
+            if "handoff" in targets:
+                handoffs.append(HandoffBench(args).run(redis_url))
         if "membership" in targets:
             # Not pinned: five nodes and the pollers share both CPUs, as they would on a small host.
             trials = MembershipBench(args, Pinning(server_cpus=None, load_cpus=None)).run(redis_url)
+        if "failover" in targets:
+            failovers = FailoverBench(args, failover_settings).run(redis_url)
 
     results = medians(measurements)
     route_results = route_medians(routes)
+    replication_results = replication_medians(replicated)
     median_of = f"median of {args.rounds} runs by req/s:" if args.rounds > 1 else ""
     if results:
         print()
@@ -388,11 +502,21 @@ def main(argv: list[str] | None = None) -> None:
         if median_of:
             print(median_of)
         print(route_table(route_results, args.max_other))
+    if replication_results:
+        print(
+            "\nreplication: PUT to the owner a of a 3-node cluster, with --replicas 2 (each write waits "
+            "for its replica) and --replicas 1"
+        )
+        if median_of:
+            print(median_of)
+        print(replication_table(replication_results, args.max_other))
     noisy = [m.core_other for m in results] + [m.core_other for m in route_results]
+    noisy += [m.disturbance for m in replication_results]
     if any((other or 0) > args.max_other for other in noisy):
         print(
-            f"NOISY: other processes took more than {args.max_other:.0%} of the server CPU during a run "
-            "compared here; run again on a quieter machine (or with --rounds)."
+            f"NOISY: other processes took more than {args.max_other:.0%} of the server CPU (or, in the "
+            "replication part, of the generator's) during a run compared here; run again on a quieter "
+            "machine (or with --rounds)."
         )
     if isinstance(generator, OpenLoop):
         print(
@@ -402,6 +526,18 @@ def main(argv: list[str] | None = None) -> None:
     if trials:
         print(f"\nmembership: {len(trials)} trials with {args.members} nodes")
         print(membership_table(trials))
+    if handoffs:
+        print(
+            f"\nhandoff: a 4th node joins a 3-node cluster holding {args.handoff_namespaces} namespaces x "
+            f"{args.handoff_keys} keys ({args.handoff_store}), {len(handoffs)} run(s)"
+        )
+        print(handoff_table(handoffs))
+    if failovers:
+        print(
+            f"\nfailover: kill -9 of an owner in a 3-node cluster ({args.handoff_store}), "
+            f"{len(failovers)} trials of {args.failover_namespaces} namespaces"
+        )
+        print(failover_table(failovers, failover_settings))
     if args.json is not None:
         meta = {
             "date": datetime.date.today().isoformat(),
@@ -414,8 +550,18 @@ def main(argv: list[str] | None = None) -> None:
             extra["forwarding"] = forwarding_json(route_results, routes, args.max_other)
         if trials:
             extra["membership"] = membership_json(trials)
+        if replicated:
+            extra["replication"] = replication_json(replication_results, replicated, args.max_other)
+        if handoffs:
+            extra["handoff"] = handoff_json(handoffs)
+        if failovers:
+            extra["failover"] = failover_json(failovers, failover_settings)
         write_json(args.json, meta, results, measurements, args.max_other, extra)
         print(f"\nwrote {args.json}")
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _tool_version(binary: str) -> str:

@@ -24,6 +24,10 @@ from ._load import Workload
 _REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 _PEERSYNC_LISTENING = re.compile(r"peersync listening: http=(\S+) grpc=(\S+)")
 _GOSSIP_SUBSCRIBED = "gossip subscribed"
+# Logged by a cluster member each time it has handed over what a membership change gave it.
+_REBALANCE_FINISHED = re.compile(
+    r"rebalance finished: (\d+) namespaces owned here, (\d+) taken over, (\d+) failed, in ([\d.]+)s"
+)
 
 # Seconds a server gets to start, and to stop after SIGTERM before it is killed.
 START_TIMEOUT = 30.0
@@ -228,6 +232,17 @@ class ServerProcess:
         raise NotImplementedError
 
 
+@dataclass(frozen=True, kw_only=True)
+class RebalanceLine:
+    """A node's "rebalance finished" log line."""
+
+    seen_at: float  # monotonic time the reader thread saw it
+    total: int  # namespaces the node owns after the change
+    taken_over: int  # of those, handed over to it
+    failed: int
+    duration: float  # seconds the node says the run took
+
+
 class PeersyncServer(ServerProcess):
     """``peersync serve`` on free loopback ports; ``store`` is ``sqlite`` (in ``data_dir``) or ``memory``."""
 
@@ -265,10 +280,24 @@ class PeersyncServer(ServerProcess):
         self.listening_at: float | None = None
         # ... and the first "gossip subscribed" line (a cluster member's gossip is connected).
         self.subscribed_at: float | None = None
+        # Each "rebalance finished" line: monotonic time seen, and its counts.
+        self.rebalances: list[RebalanceLine] = []
 
     def _on_line(self, line: str) -> None:
         if self.subscribed_at is None and _GOSSIP_SUBSCRIBED in line:
             self.subscribed_at = time.monotonic()
+        finished = _REBALANCE_FINISHED.search(line)
+        if finished:
+            total, taken_over, failed = (int(finished.group(i)) for i in (1, 2, 3))
+            self.rebalances.append(
+                RebalanceLine(
+                    seen_at=time.monotonic(),
+                    total=total,
+                    taken_over=taken_over,
+                    failed=failed,
+                    duration=float(finished.group(4)),
+                )
+            )
         found = _PEERSYNC_LISTENING.search(line)
         if found:
             self.listening_at = time.monotonic()
