@@ -308,7 +308,12 @@ class Store:
         # Batches being replicated or committed, and the namespaces they hold.
         self._inflight: builtins.set[asyncio.Task[None]] = set()
         self._busy: builtins.set[str] = set()
+        self._local_inflight = 0
         self._commit_lock = asyncio.Lock()
+        # Batches computed and replicated, waiting for the backend; committed together (group
+        # commit), which their namespaces being disjoint allows.
+        self._to_commit: builtins.list[tuple[_Txn, asyncio.Future[None]]] = []
+        self._committer: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._sweep_wakeup = asyncio.Event()
@@ -776,10 +781,13 @@ class Store:
             self._drained.set()
 
     async def _write_loop(self) -> None:
-        """Start batches of operations as they arrive. Batches of disjoint namespaces run at once,
-        so that one waiting for ``replicate`` (a round trip to other nodes) holds up only its own
-        namespaces: in particular never the records other owners send this store, which would
-        otherwise wait for this store's replication while theirs waits for this store's apply."""
+        """Start batches of operations as they arrive. This store's own writes go one batch at a
+        time (all that queued while the previous one was replicated and committed); records from
+        other stores, term changes and installs run beside them, each waiting only for earlier
+        operations on its own namespaces. So a batch waiting for ``replicate`` (a round trip to
+        other nodes) never holds up the records other owners send this store, which would
+        otherwise wait for this store's replication while theirs waits for this store's apply.
+        Batches that are ready commit together (group commit)."""
         held: builtins.list[_Op | _Exclusive] = []
         try:
             while True:
@@ -797,7 +805,8 @@ class Store:
 
     async def _dispatch(self, pending: builtins.list[_Op | _Exclusive]) -> builtins.list[_Op | _Exclusive]:
         """Start what can start; return the operations that must wait, in their order. An
-        operation waits while a namespace it touches is held by an earlier one."""
+        operation waits while a namespace it touches is held by an earlier one, and a write of this
+        store's own while a batch of them is in flight (records from elsewhere never do)."""
         blocked = set(self._busy)
         # Local writes and records from elsewhere, batched apart: only the former wait for replicas.
         batches: dict[bool, tuple[builtins.list[_Op], builtins.set[str]]] = {
@@ -813,7 +822,11 @@ class Store:
                 else:
                     self._start(self._exclusive(op), alone)
                 blocked |= alone
-            elif op.namespaces & blocked or op.namespaces & batches[not op.local][1]:
+            elif (
+                op.namespaces & blocked
+                or op.namespaces & batches[not op.local][1]
+                or (op.local and self._local_inflight)
+            ):
                 waiting.append(op)
                 blocked |= op.namespaces
             else:
@@ -821,16 +834,20 @@ class Store:
                 ops.append(op)
                 names |= op.namespaces
                 if len(ops) >= self.options.max_batch:
-                    self._start_batch(ops, names)
+                    self._start_batch(ops, names, local=op.local)
                     blocked |= names
                     batches[op.local] = ([], set())
-        for ops, names in batches.values():
+        for local, (ops, names) in batches.items():
             if ops:
-                self._start_batch(ops, names)
+                self._start_batch(ops, names, local=local)
         return waiting
 
-    def _start_batch(self, ops: builtins.list[_Op], namespaces: builtins.set[str]) -> None:
-        self._start(self._batch(ops), frozenset(namespaces))
+    def _start_batch(self, ops: builtins.list[_Op], namespaces: builtins.set[str], *, local: bool) -> None:
+        if local:
+            # One batch of this store's own writes at a time, as many as queued meanwhile: the
+            # replicate hook then ships them in one message per replica, and commits group up.
+            self._local_inflight += 1
+        self._start(self._batch(ops, local), frozenset(namespaces))
 
     def _start(self, work: Coroutine[Any, Any, int], namespaces: frozenset[str]) -> None:
         """Run ``work`` (which returns how many operations it finished) holding ``namespaces``."""
@@ -850,7 +867,7 @@ class Store:
 
         self._inflight.add(asyncio.create_task(run(), name="store-batch"))
 
-    async def _batch(self, ops: builtins.list[_Op]) -> int:
+    async def _batch(self, ops: builtins.list[_Op], local: bool) -> int:
         try:
             await self._run_batch(ops)
         except asyncio.CancelledError:
@@ -859,6 +876,9 @@ class Store:
         except Exception as exc:
             log.exception("store batch failed")
             _fail(ops, _unavailable(exc))
+        finally:
+            if local:
+                self._local_inflight -= 1
         return len(ops)
 
     async def _exclusive(self, op: _Exclusive) -> int:
@@ -914,9 +934,7 @@ class Store:
                 done = [(op, result) for op, result in done if not _fail_lost(op, lost)]
                 refused = [(op, error) for op, error in refused if not _fail_lost(op, lost)]
         if txn.events or txn.terms:
-            async with self._commit_lock:
-                await self._backend.commit(txn.events, txn.heads(), self._prune(txn))
-                self._apply(txn)
+            await self._commit(txn)
         # Refusals too wait for the commit: one may rest on a write queued earlier in this batch,
         # which its caller must be able to read once told of it (and which may yet fail).
         for op, error in refused:
@@ -925,6 +943,45 @@ class Store:
         for op, result in done:
             if not op.future.done():
                 op.future.set_result(result)
+
+    async def _commit(self, txn: _Txn) -> None:
+        """Make ``txn`` durable, in one backend commit with every other batch ready meanwhile,
+        then visible."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._to_commit.append((txn, done))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_loop(), name="store-committer")
+        await done
+
+    async def _commit_loop(self) -> None:
+        while self._to_commit:
+            group, self._to_commit = self._to_commit, []
+            events = [e for txn, _ in group for e in txn.events]
+            heads: dict[str, Head] = {}
+            log_floor: dict[str, int] = {}
+            versions: dict[tuple[str, str], int] = {}
+            for txn, _ in group:
+                heads.update(txn.heads())
+                prune = self._prune(txn)
+                log_floor.update(prune.log)
+                versions.update(prune.versions)
+            try:
+                async with self._commit_lock:
+                    await self._backend.commit(events, heads, Prune(log_floor, versions))
+                    for txn, _ in group:
+                        self._apply(txn)
+            except BaseException as exc:
+                for _, done in group:
+                    if not done.done():
+                        done.set_exception(
+                            exc if isinstance(exc, Exception) else _unavailable(RuntimeError(repr(exc)))
+                        )
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                for _, done in group:
+                    if not done.done():
+                        done.set_result(None)
 
     def _prune(self, txn: _Txn) -> Prune:
         retention = self.options.log_retention
