@@ -44,7 +44,7 @@ from store import (
 )
 
 from . import v1
-from ._forwarding import Forwarder, LinkDown, error_from_failure
+from ._forwarding import Forwarder, LinkDown, error_from_failure, failure_from_error
 from ._limits import Limits
 from ._wire import event_from_pb, event_into_pb, from_pb, image_from_pb, image_into_pb, to_pb
 from .v1 import node_pb2
@@ -61,7 +61,7 @@ CATCH_UP_BATCH: Final = 1000
 _LIST_PAGE: Final = 1000
 
 # The forwarding stream's operations this module serves (see node.proto).
-REPLICATION_OPS: Final = ("replicate", "fence", "read_log", "export", "install")
+REPLICATION_OPS: Final = ("replicate", "replicate_batch", "fence", "read_log", "export", "install")
 
 _Handler = Callable[[Any, node_pb2.ForwardReply], Awaitable[None]]
 
@@ -113,6 +113,7 @@ class Replicator:
         self.rebalance = Rebalance()
         self.handlers: Mapping[str, _Handler] = {
             "replicate": self._on_replicate,
+            "replicate_batch": self._on_replicate_batch,
             "fence": self._on_fence,
             "read_log": self._on_read_log,
             "export": self._on_export,
@@ -157,7 +158,9 @@ class Replicator:
     # -- serving ---------------------------------------------------------------------------------
 
     def holds(self, namespace: str) -> bool:
-        return namespace in self._held
+        """Whether this node may serve ``namespace`` now (a paused node first takes it over again,
+        so that it never serves reads it may have missed the writes of)."""
+        return namespace in self._held and not self._paused()
 
     def writable(self, namespace: str) -> bool:
         """The store's ``writable``: only a holder invents records (TTL expiries)."""
@@ -166,7 +169,7 @@ class Replicator:
     async def ready(self, namespace: str) -> None:
         """Return once this node holds ``namespace``: at once if it does, else after taking it
         over. Waits at most the handoff timeout, then raises a retriable Unavailable."""
-        if namespace in self._held:
+        if self.holds(namespace):
             return
         if self._stopping:
             raise Unavailable("this node is stopping")
@@ -195,15 +198,57 @@ class Replicator:
 
     async def replicate(self, events: Sequence[Event]) -> Mapping[str, PeersyncError]:
         """The store's ``replicate`` hook: copy each namespace's records to its replicas, and
-        answer with the namespaces that did not get the acknowledgements they need."""
+        answer with the namespaces that did not get the acknowledgements they need. Each replica
+        gets one message for the whole batch, however many namespaces it touched."""
         by_namespace: dict[str, list[Event]] = {}
         for event in events:
             by_namespace.setdefault(event.namespace, []).append(event)
-        names = list(by_namespace)
-        results = await asyncio.gather(*(self._replicate(ns, by_namespace[ns]) for ns in names))
-        return {ns: error for ns, error in zip(names, results, strict=True) if error is not None}
+        lost: dict[str, PeersyncError] = {}
+        plans: dict[str, _Plan] = {}
+        for namespace, records in by_namespace.items():
+            admitted = self._admit(namespace, records)
+            if isinstance(admitted, PeersyncError):
+                lost[namespace] = admitted
+                continue
+            replicas = self._replicas(namespace)
+            if replicas:
+                needed = min(self.cluster.options.required_acks, len(replicas))
+                message = _replicate_request(namespace, admitted, records)
+                plans[namespace] = _Plan(admitted, message, needed, replicas)
+        if not plans:
+            return lost
+        by_peer: dict[str, list[str]] = {}
+        for namespace, plan in plans.items():
+            for peer in plan.peers:
+                by_peer.setdefault(peer, []).append(namespace)
 
-    async def _replicate(self, namespace: str, events: list[Event]) -> PeersyncError | None:
+        def settled() -> bool:
+            return all(p.acked >= p.needed or p.acked + p.pending < p.needed for p in plans.values())
+
+        async def to(peer: str, names: list[str]) -> None:
+            results = await self._ship_many(peer, [(ns, plans[ns]) for ns in names])
+            for namespace, error in results.items():
+                plan = plans[namespace]
+                if error is None:
+                    plan.acked += 1
+                else:
+                    plan.errors.append(error)
+
+        if len(by_peer) == 1:
+            # The common case (two copies, or one replica for the whole batch): no Task.
+            [(peer, names)] = by_peer.items()
+            await to(peer, names)
+        else:
+            shipping = {self._spawn(to(peer, names), f"ship-{peer}") for peer, names in by_peer.items()}
+            while shipping and not settled():
+                _, shipping = await asyncio.wait(shipping, return_when=asyncio.FIRST_COMPLETED)
+        for namespace, plan in plans.items():
+            if plan.acked < plan.needed:
+                lost[namespace] = self._failed(namespace, plan.needed, plan.acked, plan.errors)
+        return lost
+
+    def _admit(self, namespace: str, records: list[Event]) -> int | PeersyncError:
+        """The term to ship ``records`` in, or why this node must not write them."""
         if self._paused():
             return Unavailable(
                 "this node's event loop stood still long enough for the others to declare it dead; "
@@ -214,32 +259,65 @@ class Replicator:
             self._held.pop(namespace, None)
             return Unavailable(f"namespace {namespace!r} is changing owner; retry")
         shipped = self._shipped.get(namespace)
-        if shipped is not None and shipped[0] == term and events[0].revision <= shipped[1]:
+        if shipped is not None and shipped[0] == term and records[0].revision <= shipped[1]:
             # The store is about to reuse a revision (an earlier commit failed after its records
             # went out): never in the same term. Take the namespace over again.
             self._held.pop(namespace, None)
             return Unavailable(f"namespace {namespace!r} must take a new term after a failed commit; retry")
-        self._shipped[namespace] = (term, events[-1].revision)
-        replicas = self._replicas(namespace)
-        if not replicas:
-            return None
-        needed = min(self.cluster.options.required_acks, len(replicas))
-        message = _replicate_request(namespace, term, events)
-        shipping = [
-            self._spawn(self._ship(namespace, term, peer, message), f"ship-{peer}") for peer in replicas
-        ]
-        acked, errors = 0, []
-        if needed:
-            for done in asyncio.as_completed(shipping):
-                try:
-                    await done
-                    acked += 1
-                except PeersyncError as exc:
-                    errors.append(exc)
-                if acked >= needed or acked + (len(shipping) - acked - len(errors)) < needed:
-                    break
-        if acked >= needed:
-            return None
+        self._shipped[namespace] = (term, records[-1].revision)
+        return term
+
+    async def _ship_many(self, peer: str, items: list[tuple[str, _Plan]]) -> dict[str, PeersyncError | None]:
+        """Ship every item's records to ``peer`` in one message; items it refused for lagging or
+        diverging are then caught up and shipped one by one."""
+        if len(items) == 1:
+            [(namespace, plan)] = items
+            try:
+                await self._ship(namespace, plan.term, peer, plan.message)
+            except PeersyncError as exc:
+                return {namespace: exc}
+            return {namespace: None}
+        results: dict[str, PeersyncError | None] = {}
+        slow: list[tuple[str, _Plan]] = []
+        locks = [self._ship_lock(ns, peer) for ns, _ in sorted(items, key=lambda item: item[0])]
+        for lock in locks:
+            await lock.acquire()
+        try:
+            batch = node_pb2.ReplicateBatch(items=[plan.message for _, plan in items])
+            try:
+                reply = await self._send(peer, _request(replicate_batch=batch))
+            except PeersyncError as exc:
+                return {ns: exc for ns, _ in items}
+            answers = list(reply.results)
+            for index, (namespace, plan) in enumerate(items):
+                if index >= len(answers):
+                    results[namespace] = Unavailable(f"{peer!r} answered fewer items than it was sent")
+                    continue
+                answer = answers[index]
+                last = plan.message.events[-1]
+                if answer.WhichOneof("result") == "head":
+                    if (answer.head.revision, answer.head.head_term) == (last.revision, last.term):
+                        results[namespace] = None
+                    else:
+                        slow.append((namespace, plan))
+                    continue
+                error = error_from_failure(answer.failure)
+                if isinstance(error, (LogGap, LogDiverged)):
+                    slow.append((namespace, plan))
+                else:
+                    results[namespace] = error
+        finally:
+            for lock in locks:
+                lock.release()
+        for namespace, plan in slow:
+            try:
+                await self._ship(namespace, plan.term, peer, plan.message)
+                results[namespace] = None
+            except PeersyncError as exc:
+                results[namespace] = exc
+        return results
+
+    def _failed(self, namespace: str, needed: int, acked: int, errors: list[PeersyncError]) -> PeersyncError:
         # The records may have reached some replicas: never write this revision again in this
         # term. The next request takes the namespace over afresh (new term, catch-up).
         self._held.pop(namespace, None)
@@ -555,13 +633,29 @@ class Replicator:
     # -- a copy: what peers ask of this node -----------------------------------------------------
 
     async def _on_replicate(self, op: node_pb2.ReplicateRequest, reply: node_pb2.ForwardReply) -> None:
+        await self._apply(op, reply.replicate)
+
+    async def _on_replicate_batch(self, op: node_pb2.ReplicateBatch, reply: node_pb2.ForwardReply) -> None:
+        async def one(item: node_pb2.ReplicateRequest) -> node_pb2.ReplicateResult:
+            result = node_pb2.ReplicateResult()
+            try:
+                await self._apply(item, result.head)
+            except PeersyncError as exc:
+                result.failure.CopyFrom(failure_from_error(exc))
+            return result
+
+        # At once, so that the store applies them in one batch and one commit.
+        results = await asyncio.gather(*(one(item) for item in op.items))
+        reply.replicate_batch.results.extend(results)
+
+    async def _apply(self, op: node_pb2.ReplicateRequest, out: node_pb2.CopyHead) -> None:
         self._check(op.namespace, op.term)
         records = [event_from_pb(e) for e in op.events]
         revision, head_term = await self.store.apply_log(op.namespace, records, term=op.term)
         self._observe(op.term)
         self._deposed(op.namespace, op.term)
-        reply.replicate.revision, reply.replicate.head_term = revision, head_term
-        reply.replicate.term = self.store.term(op.namespace)
+        out.revision, out.head_term = revision, head_term
+        out.term = self.store.term(op.namespace)
 
     async def _on_fence(self, op: node_pb2.FenceRequest, reply: node_pb2.ForwardReply) -> None:
         self._check(op.namespace, op.term)
@@ -630,6 +724,23 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
     """Mark a task's error as seen: whoever wanted it awaited it, or gave up on it on purpose."""
     if not task.cancelled():
         task.exception()
+
+
+@dataclasses.dataclass(slots=True)
+class _Plan:
+    """One namespace of a batch being replicated: its term, its records, and its replicas'
+    answers so far."""
+
+    term: int
+    message: node_pb2.ReplicateRequest
+    needed: int
+    peers: list[str] = dataclasses.field(default_factory=list)
+    acked: int = 0
+    errors: list[PeersyncError] = dataclasses.field(default_factory=list)
+
+    @property
+    def pending(self) -> int:
+        return len(self.peers) - self.acked - len(self.errors)
 
 
 def _request(**op: Any) -> node_pb2.ForwardRequest:

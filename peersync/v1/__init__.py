@@ -59,7 +59,10 @@ __all__ = (
     "OverrideKind",
     "ReadLogReply",
     "ReadLogRequest",
+    "ReplicateBatch",
+    "ReplicateBatchReply",
     "ReplicateRequest",
+    "ReplicateResult",
     "SetAliasRequest",
     "SetAliasResponse",
     "SetRequest",
@@ -734,6 +737,10 @@ class ForwardReply(betterproto2.Message):
         27, betterproto2.TYPE_MESSAGE, optional=True, group="result"
     )
 
+    replicate_batch: "ReplicateBatchReply | None" = betterproto2.field(
+        28, betterproto2.TYPE_MESSAGE, optional=True, group="result"
+    )
+
     failure: "Failure | None" = betterproto2.field(
         50, betterproto2.TYPE_MESSAGE, optional=True, group="result"
     )
@@ -849,6 +856,13 @@ class ForwardRequest(betterproto2.Message):
     install: "InstallRequest | None" = betterproto2.field(
         27, betterproto2.TYPE_MESSAGE, optional=True, group="op"
     )
+
+    replicate_batch: "ReplicateBatch | None" = betterproto2.field(
+        28, betterproto2.TYPE_MESSAGE, optional=True, group="op"
+    )
+    """
+    The records of several namespaces at once (an owner's batch touched many), for one replica.
+    """
 
 
 default_message_pool.register_message("peersync.v1", "ForwardRequest", ForwardRequest)
@@ -1166,6 +1180,30 @@ default_message_pool.register_message("peersync.v1", "ReadLogRequest", ReadLogRe
 
 
 @dataclass(eq=False, repr=False)
+class ReplicateBatch(betterproto2.Message):
+    """
+    Each item is applied as a ReplicateRequest of its own would be; one failing fails only itself.
+    """
+
+    items: "list[ReplicateRequest]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("peersync.v1", "ReplicateBatch", ReplicateBatch)
+
+
+@dataclass(eq=False, repr=False)
+class ReplicateBatchReply(betterproto2.Message):
+    """
+    One result per item, in the items' order: the copy's head, or why the item was refused.
+    """
+
+    results: "list[ReplicateResult]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("peersync.v1", "ReplicateBatchReply", ReplicateBatchReply)
+
+
+@dataclass(eq=False, repr=False)
 class ReplicateRequest(betterproto2.Message):
     """
     The owner's records of a namespace, in revision order, for a replica to apply. The replica
@@ -1185,6 +1223,25 @@ class ReplicateRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("peersync.v1", "ReplicateRequest", ReplicateRequest)
+
+
+@dataclass(eq=False, repr=False)
+class ReplicateResult(betterproto2.Message):
+    """
+
+
+    Oneofs:
+        - result:
+    """
+
+    head: "CopyHead | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True, group="result")
+
+    failure: "Failure | None" = betterproto2.field(
+        2, betterproto2.TYPE_MESSAGE, optional=True, group="result"
+    )
+
+
+default_message_pool.register_message("peersync.v1", "ReplicateResult", ReplicateResult)
 
 
 @dataclass(eq=False, repr=False)

@@ -28,7 +28,7 @@ class Caller(_message.Message):
     def __init__(self, identity: _Optional[str] = ..., request_id: _Optional[str] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class ForwardRequest(_message.Message):
-    __slots__ = ("id", "timeout_ms", "caller", "ring_version", "get", "set", "delete", "list", "delete_prefix", "get_versions", "diff", "snapshot", "set_alias", "get_alias", "delete_alias", "list_aliases", "local_namespaces", "replicate", "fence", "read_log", "export", "install")
+    __slots__ = ("id", "timeout_ms", "caller", "ring_version", "get", "set", "delete", "list", "delete_prefix", "get_versions", "diff", "snapshot", "set_alias", "get_alias", "delete_alias", "list_aliases", "local_namespaces", "replicate", "fence", "read_log", "export", "install", "replicate_batch")
     ID_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +51,7 @@ class ForwardRequest(_message.Message):
     READ_LOG_FIELD_NUMBER: _ClassVar[int]
     EXPORT_FIELD_NUMBER: _ClassVar[int]
     INSTALL_FIELD_NUMBER: _ClassVar[int]
+    REPLICATE_BATCH_FIELD_NUMBER: _ClassVar[int]
     id: int
     timeout_ms: int
     caller: Caller
@@ -73,7 +74,8 @@ class ForwardRequest(_message.Message):
     read_log: ReadLogRequest
     export: ExportRequest
     install: InstallRequest
-    def __init__(self, id: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., ring_version: _Optional[str] = ..., get: _Optional[_Union[_kv_pb2.GetRequest, _Mapping]] = ..., set: _Optional[_Union[_kv_pb2.SetRequest, _Mapping]] = ..., delete: _Optional[_Union[_kv_pb2.DeleteRequest, _Mapping]] = ..., list: _Optional[_Union[_kv_pb2.ListRequest, _Mapping]] = ..., delete_prefix: _Optional[_Union[_kv_pb2.DeletePrefixRequest, _Mapping]] = ..., get_versions: _Optional[_Union[_kv_pb2.GetVersionsRequest, _Mapping]] = ..., diff: _Optional[_Union[_kv_pb2.DiffRequest, _Mapping]] = ..., snapshot: _Optional[_Union[_kv_pb2.SnapshotRequest, _Mapping]] = ..., set_alias: _Optional[_Union[_kv_pb2.SetAliasRequest, _Mapping]] = ..., get_alias: _Optional[_Union[_kv_pb2.GetAliasRequest, _Mapping]] = ..., delete_alias: _Optional[_Union[_kv_pb2.DeleteAliasRequest, _Mapping]] = ..., list_aliases: _Optional[_Union[_kv_pb2.ListAliasesRequest, _Mapping]] = ..., local_namespaces: _Optional[_Union[_kv_pb2.ListNamespacesRequest, _Mapping]] = ..., replicate: _Optional[_Union[ReplicateRequest, _Mapping]] = ..., fence: _Optional[_Union[FenceRequest, _Mapping]] = ..., read_log: _Optional[_Union[ReadLogRequest, _Mapping]] = ..., export: _Optional[_Union[ExportRequest, _Mapping]] = ..., install: _Optional[_Union[InstallRequest, _Mapping]] = ...) -> None: ...
+    replicate_batch: ReplicateBatch
+    def __init__(self, id: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., ring_version: _Optional[str] = ..., get: _Optional[_Union[_kv_pb2.GetRequest, _Mapping]] = ..., set: _Optional[_Union[_kv_pb2.SetRequest, _Mapping]] = ..., delete: _Optional[_Union[_kv_pb2.DeleteRequest, _Mapping]] = ..., list: _Optional[_Union[_kv_pb2.ListRequest, _Mapping]] = ..., delete_prefix: _Optional[_Union[_kv_pb2.DeletePrefixRequest, _Mapping]] = ..., get_versions: _Optional[_Union[_kv_pb2.GetVersionsRequest, _Mapping]] = ..., diff: _Optional[_Union[_kv_pb2.DiffRequest, _Mapping]] = ..., snapshot: _Optional[_Union[_kv_pb2.SnapshotRequest, _Mapping]] = ..., set_alias: _Optional[_Union[_kv_pb2.SetAliasRequest, _Mapping]] = ..., get_alias: _Optional[_Union[_kv_pb2.GetAliasRequest, _Mapping]] = ..., delete_alias: _Optional[_Union[_kv_pb2.DeleteAliasRequest, _Mapping]] = ..., list_aliases: _Optional[_Union[_kv_pb2.ListAliasesRequest, _Mapping]] = ..., local_namespaces: _Optional[_Union[_kv_pb2.ListNamespacesRequest, _Mapping]] = ..., replicate: _Optional[_Union[ReplicateRequest, _Mapping]] = ..., fence: _Optional[_Union[FenceRequest, _Mapping]] = ..., read_log: _Optional[_Union[ReadLogRequest, _Mapping]] = ..., export: _Optional[_Union[ExportRequest, _Mapping]] = ..., install: _Optional[_Union[InstallRequest, _Mapping]] = ..., replicate_batch: _Optional[_Union[ReplicateBatch, _Mapping]] = ...) -> None: ...
 
 class ForwardBatch(_message.Message):
     __slots__ = ("requests",)
@@ -88,7 +90,7 @@ class ForwardReplyBatch(_message.Message):
     def __init__(self, replies: _Optional[_Iterable[_Union[ForwardReply, _Mapping]]] = ...) -> None: ...
 
 class ForwardReply(_message.Message):
-    __slots__ = ("id", "get", "set", "delete", "list", "delete_prefix", "get_versions", "diff", "snapshot", "set_alias", "get_alias", "delete_alias", "list_aliases", "local_namespaces", "replicate", "fence", "read_log", "export", "install", "failure")
+    __slots__ = ("id", "get", "set", "delete", "list", "delete_prefix", "get_versions", "diff", "snapshot", "set_alias", "get_alias", "delete_alias", "list_aliases", "local_namespaces", "replicate", "fence", "read_log", "export", "install", "replicate_batch", "failure")
     ID_FIELD_NUMBER: _ClassVar[int]
     GET_FIELD_NUMBER: _ClassVar[int]
     SET_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +110,7 @@ class ForwardReply(_message.Message):
     READ_LOG_FIELD_NUMBER: _ClassVar[int]
     EXPORT_FIELD_NUMBER: _ClassVar[int]
     INSTALL_FIELD_NUMBER: _ClassVar[int]
+    REPLICATE_BATCH_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
     id: int
     get: _kv_pb2.GetResponse
@@ -128,8 +131,9 @@ class ForwardReply(_message.Message):
     read_log: ReadLogReply
     export: NamespaceImage
     install: CopyHead
+    replicate_batch: ReplicateBatchReply
     failure: Failure
-    def __init__(self, id: _Optional[int] = ..., get: _Optional[_Union[_kv_pb2.GetResponse, _Mapping]] = ..., set: _Optional[_Union[_kv_pb2.SetResponse, _Mapping]] = ..., delete: _Optional[_Union[_kv_pb2.DeleteResponse, _Mapping]] = ..., list: _Optional[_Union[_kv_pb2.ListResponse, _Mapping]] = ..., delete_prefix: _Optional[_Union[_kv_pb2.DeletePrefixResponse, _Mapping]] = ..., get_versions: _Optional[_Union[_kv_pb2.GetVersionsResponse, _Mapping]] = ..., diff: _Optional[_Union[_kv_pb2.DiffResponse, _Mapping]] = ..., snapshot: _Optional[_Union[_kv_pb2.SnapshotResponse, _Mapping]] = ..., set_alias: _Optional[_Union[_kv_pb2.SetAliasResponse, _Mapping]] = ..., get_alias: _Optional[_Union[_kv_pb2.GetAliasResponse, _Mapping]] = ..., delete_alias: _Optional[_Union[_kv_pb2.DeleteAliasResponse, _Mapping]] = ..., list_aliases: _Optional[_Union[_kv_pb2.ListAliasesResponse, _Mapping]] = ..., local_namespaces: _Optional[_Union[_kv_pb2.ListNamespacesResponse, _Mapping]] = ..., replicate: _Optional[_Union[CopyHead, _Mapping]] = ..., fence: _Optional[_Union[CopyHead, _Mapping]] = ..., read_log: _Optional[_Union[ReadLogReply, _Mapping]] = ..., export: _Optional[_Union[NamespaceImage, _Mapping]] = ..., install: _Optional[_Union[CopyHead, _Mapping]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., get: _Optional[_Union[_kv_pb2.GetResponse, _Mapping]] = ..., set: _Optional[_Union[_kv_pb2.SetResponse, _Mapping]] = ..., delete: _Optional[_Union[_kv_pb2.DeleteResponse, _Mapping]] = ..., list: _Optional[_Union[_kv_pb2.ListResponse, _Mapping]] = ..., delete_prefix: _Optional[_Union[_kv_pb2.DeletePrefixResponse, _Mapping]] = ..., get_versions: _Optional[_Union[_kv_pb2.GetVersionsResponse, _Mapping]] = ..., diff: _Optional[_Union[_kv_pb2.DiffResponse, _Mapping]] = ..., snapshot: _Optional[_Union[_kv_pb2.SnapshotResponse, _Mapping]] = ..., set_alias: _Optional[_Union[_kv_pb2.SetAliasResponse, _Mapping]] = ..., get_alias: _Optional[_Union[_kv_pb2.GetAliasResponse, _Mapping]] = ..., delete_alias: _Optional[_Union[_kv_pb2.DeleteAliasResponse, _Mapping]] = ..., list_aliases: _Optional[_Union[_kv_pb2.ListAliasesResponse, _Mapping]] = ..., local_namespaces: _Optional[_Union[_kv_pb2.ListNamespacesResponse, _Mapping]] = ..., replicate: _Optional[_Union[CopyHead, _Mapping]] = ..., fence: _Optional[_Union[CopyHead, _Mapping]] = ..., read_log: _Optional[_Union[ReadLogReply, _Mapping]] = ..., export: _Optional[_Union[NamespaceImage, _Mapping]] = ..., install: _Optional[_Union[CopyHead, _Mapping]] = ..., replicate_batch: _Optional[_Union[ReplicateBatchReply, _Mapping]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
 
 class Failure(_message.Message):
     __slots__ = ("reason", "detail", "field", "current_version", "owner", "ring_version", "namespace", "floor", "revision", "term")
@@ -174,6 +178,26 @@ class ReplicateRequest(_message.Message):
     term: int
     events: _containers.RepeatedCompositeFieldContainer[_kv_pb2.Event]
     def __init__(self, namespace: _Optional[str] = ..., term: _Optional[int] = ..., events: _Optional[_Iterable[_Union[_kv_pb2.Event, _Mapping]]] = ...) -> None: ...
+
+class ReplicateBatch(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ReplicateRequest]
+    def __init__(self, items: _Optional[_Iterable[_Union[ReplicateRequest, _Mapping]]] = ...) -> None: ...
+
+class ReplicateBatchReply(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ReplicateResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[ReplicateResult, _Mapping]]] = ...) -> None: ...
+
+class ReplicateResult(_message.Message):
+    __slots__ = ("head", "failure")
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    head: CopyHead
+    failure: Failure
+    def __init__(self, head: _Optional[_Union[CopyHead, _Mapping]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
 
 class FenceRequest(_message.Message):
     __slots__ = ("namespace", "term")

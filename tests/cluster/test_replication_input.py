@@ -290,6 +290,34 @@ async def test_records_past_the_head_are_a_gap(peer: Peer) -> None:
     assert await peer.copy(ns) == before
 
 
+async def test_a_batch_of_namespaces_fails_only_the_items_at_fault(peer: Peer) -> None:
+    good, gap = await peer.fill(2), await peer.fill(2)
+    good_before, gap_before = await peer.copy(good), await peer.copy(gap)
+    good_revision, _, good_term = good_before.head
+    gap_revision, gap_head_term, gap_term = gap_before.head
+    batch = node_pb2.ReplicateBatch(
+        items=[
+            node_pb2.ReplicateRequest(
+                namespace=good, term=good_term, events=[record(good, good_revision + 1, good_term)]
+            ),
+            node_pb2.ReplicateRequest(
+                namespace=gap, term=gap_term, events=[record(gap, gap_revision + 2, gap_term)]
+            ),
+            node_pb2.ReplicateRequest(namespace="not a name", term=1),
+        ]
+    )
+    reply = await peer.call(node_pb2.ForwardRequest(replicate_batch=batch))
+    assert reply.WhichOneof("result") == "replicate_batch", reply
+    results = reply.replicate_batch.results
+    assert [r.WhichOneof("result") for r in results] == ["head", "failure", "failure"]
+    assert (results[0].head.revision, results[0].head.head_term) == (good_revision + 1, good_term)
+    assert results[1].failure.reason == "LOG_GAP"
+    assert (results[1].failure.revision, results[1].failure.term) == (gap_revision, gap_head_term)
+    assert results[2].failure.reason == "INVALID_ARGUMENT"
+    assert await peer.copy(gap) == gap_before, "the refused item changed nothing"
+    assert (await peer.copy(good)).head[0] == good_revision + 1
+
+
 async def test_records_that_contradict_the_log_below_its_head_are_diverged(peer: Peer) -> None:
     """Records 1 and 2 of a newer term than the receiver's last record (3) cannot be the ones it
     holds: along a log terms never decrease, so its records 1 and 2 are of an older term. Taking
