@@ -165,6 +165,9 @@ _EVENT_TYPES_TO_PB = {
 }
 
 
+_EVENT_TYPES_FROM_PB: dict[int, EventType] = {int(wire): kind for kind, wire in _EVENT_TYPES_TO_PB.items()}
+
+
 def event_into_pb(event: Event, out: kv_pb2.Event) -> None:
     """Fill ``out`` with ``event``, term included: the node-to-node form of a log record."""
     out.type = _EVENT_TYPES_TO_PB[event.type]
@@ -180,21 +183,21 @@ def event_into_pb(event: Event, out: kv_pb2.Event) -> None:
 
 
 def event_from_pb(event: kv_pb2.Event) -> Event:
-    """A log record a peer sent; InvalidArgument when it names no known record type."""
-    try:
-        kind = EventType(event.type)
-    except ValueError:
-        raise InvalidArgument(f"unknown record type {event.type}", field="events") from None
+    """A log record a peer sent; InvalidArgument when it names no known record type. Replicas
+    decode every record an owner writes: positional arguments and a dict, not an Enum call."""
+    kind = _EVENT_TYPES_FROM_PB.get(event.type)
+    if kind is None:
+        raise InvalidArgument(f"unknown record type {event.type}", field="events")
     return Event(
         kind,
         event.namespace,
         event.key,
         event.revision,
         event.at,
-        entry=entry_from_pb(event.entry) if event.HasField("entry") else None,
-        created=event.created,
-        target=event.target or None,
-        term=event.term,
+        entry_from_pb(event.entry) if event.HasField("entry") else None,
+        event.created,
+        event.target or None,
+        event.term,
     )
 
 
