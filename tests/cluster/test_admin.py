@@ -44,8 +44,15 @@ async def test_admin_commands_as_tables_and_json(harness: Harness) -> None:
     owner = json.loads(cli(harness, "a", "owner", ns, "--json").stdout)
     assert owner["source"] == "ring"
     other = "b" if owner["owner"] == "a" else "a"
+    with harness.http(owner["owner"]) as client:
+        put = client.put(f"/v1/namespaces/{ns}/keys/before-claim", json={"value": "kept"})
+        assert put.status_code == 201, put.text
     assert cli(harness, "a", "claim", ns, "--node", other).stdout.strip() == f"{ns} claimed by {other}"
     await eventually(lambda: harness.owner("b", ns)["owner"] == other, timeout=5)
+    # The data moves with the claim: the new owner caught up before it served.
+    got = harness.get(other, f"/v1/namespaces/{ns}/keys/before-claim")
+    assert got.status_code == 200, got.text
+    assert got.json()["value"] == "kept"
     assert cli(harness, "b", "owner", ns).stdout.strip() == f"{ns}: {other} by claim"
     conflict = cli(harness, "a", "claim", ns, "--node", owner["owner"])
     assert conflict.returncode == 1
@@ -53,8 +60,12 @@ async def test_admin_commands_as_tables_and_json(harness: Harness) -> None:
     ring = json.loads(cli(harness, "a", "ring", ns, "--json").stdout)
     assert ring["owners"] == [{"namespace": ns, "owner": other, "source": "claim", "available": True}]
     assert [o["kind"] for o in ring["overrides"]] == ["claim"]
+    assert ring["replication"] == {"replicas": 2, "replica_acks": 1}
+    assert ring["rebalance"]["state"] in ("idle", "running")
+    assert ring["rebalance"]["runs"] >= 1
     text = cli(harness, "a", "ring", ns).stdout
     assert text.startswith(f"ring {ring['ring_version']}: a, b")
+    assert text.splitlines()[1].startswith("rebalance ")
     assert cli(harness, "b", "unclaim", ns).returncode == 0
     await eventually(lambda: harness.owner("a", ns)["source"] == "ring", timeout=5)
 
