@@ -636,16 +636,27 @@ class Replicator:
         await self._apply(op, reply.replicate)
 
     async def _on_replicate_batch(self, op: node_pb2.ReplicateBatch, reply: node_pb2.ForwardReply) -> None:
-        async def one(item: node_pb2.ReplicateRequest) -> node_pb2.ReplicateResult:
-            result = node_pb2.ReplicateResult()
+        """Every item applied as ``replicate`` would, in one store operation and one commit."""
+        results = [node_pb2.ReplicateResult() for _ in op.items]
+        batches: list[tuple[str, list[Event], int]] = []
+        positions: list[int] = []
+        for index, item in enumerate(op.items):
             try:
-                await self._apply(item, result.head)
+                self._check(item.namespace, item.term)
+                batches.append((item.namespace, [event_from_pb(e) for e in item.events], item.term))
+                positions.append(index)
             except PeersyncError as exc:
-                result.failure.CopyFrom(failure_from_error(exc))
-            return result
-
-        # At once, so that the store applies them in one batch and one commit.
-        results = await asyncio.gather(*(one(item) for item in op.items))
+                results[index].failure.CopyFrom(failure_from_error(exc))
+        heads = await self.store.apply_logs(batches) if batches else []
+        for index, (namespace, _, term), head in zip(positions, batches, heads, strict=True):
+            if isinstance(head, PeersyncError):
+                results[index].failure.CopyFrom(failure_from_error(head))
+                continue
+            self._observe(term)
+            self._deposed(namespace, term)
+            out = results[index].head
+            out.revision, out.head_term = head
+            out.term = self.store.term(namespace)
         reply.replicate_batch.results.extend(results)
 
     async def _apply(self, op: node_pb2.ReplicateRequest, out: node_pb2.CopyHead) -> None:

@@ -662,45 +662,41 @@ class Store:
         record (LogDiverged); the rest must start right after the head (else LogGap). On an error
         nothing is applied; with nothing left to apply only a newer ``term`` is adopted.
         """
-        _check_term(term)
-        events = tuple(events)
-        _check_log(namespace, events, term)
-
-        def apply(txn: _Txn) -> tuple[int, int]:
-            _check_not_fenced(namespace, term, txn.term(namespace))
-            revision, head_term = txn.revision(namespace), txn.head_term(namespace)
-            first = events[0].revision if events else revision + 1
-            if first <= revision < first + len(events) and events[revision - first].term != head_term:
-                raise LogDiverged(
-                    f"namespace {namespace!r}: record {revision} here is of term {head_term}, "
-                    f"the sender's of term {events[revision - first].term}",
-                    revision=revision,
-                    term=head_term,
-                )
-            if events and events[-1].revision < revision and events[-1].term > head_term:
-                # Every record here was written in a term no newer than `head_term`: the one at
-                # the batch's end differs from the sender's, and so does what follows it.
-                raise LogDiverged(
-                    f"namespace {namespace!r}: record {events[-1].revision} here is of a term older than "
-                    f"the sender's {events[-1].term}",
-                    revision=revision,
-                    term=head_term,
-                )
-            fresh = events[max(0, revision + 1 - first) :]
-            if fresh and fresh[0].revision != revision + 1:
-                raise LogGap(
-                    f"namespace {namespace!r}: records start at {fresh[0].revision}, "
-                    f"the last one here is {revision}",
-                    revision=revision,
-                    term=head_term,
-                )
-            for event in fresh:
-                txn.append(event)
-            txn.raise_term(namespace, term)
-            return txn.revision(namespace), txn.head_term(namespace)
-
-        result: tuple[int, int] = await self._submit(apply, namespace, local=False)
+        [result] = await self.apply_logs([(namespace, events, term)])
+        if isinstance(result, PeersyncError):
+            raise result
         return result
+
+    async def apply_logs(
+        self, batches: Sequence[tuple[str, Sequence[Event], int]]
+    ) -> builtins.list[tuple[int, int] | PeersyncError]:
+        """:meth:`apply_log` for several namespaces (``(namespace, events, term)`` each) in one
+        operation and one commit: a replica applies an owner's whole batch at once. Each gets its
+        new head, or the error that refused it (and left it unchanged); the others still apply."""
+        results: list[tuple[int, int] | PeersyncError] = []
+        valid: list[tuple[int, str, tuple[Event, ...], int]] = []
+        for index, (namespace, events, term) in enumerate(batches):
+            records = tuple(events)
+            try:
+                _check_term(term)
+                _check_log(namespace, records, term)
+            except PeersyncError as exc:
+                results.append(exc)
+                continue
+            results.append((0, 0))
+            valid.append((index, namespace, records, term))
+        if not valid:
+            return results
+
+        def apply(txn: _Txn) -> None:
+            for index, namespace, records, term in valid:
+                try:
+                    results[index] = _apply_records(txn, namespace, records, term)
+                except PeersyncError as exc:
+                    results[index] = exc
+
+        await self._enqueue(apply, frozenset(ns for _, ns, _, _ in valid), local=False)
+        return results
 
     async def install(self, image: NamespaceImage, *, keep_newer: bool = False) -> None:
         """Replace the namespace's whole state by ``image`` (from :meth:`export` of another store),
@@ -1150,6 +1146,41 @@ def _fail_lost(op: _Op, lost: Mapping[str, PeersyncError]) -> bool:
     if hit and not op.future.done():
         op.future.set_exception(lost[hit[0]])
     return bool(hit)
+
+
+def _apply_records(txn: _Txn, namespace: str, events: tuple[Event, ...], term: int) -> tuple[int, int]:
+    """Append another store's ``events`` of ``namespace`` (checked by _check_log) to ``txn``;
+    raises, having changed nothing, when they cannot follow this store's log."""
+    _check_not_fenced(namespace, term, txn.term(namespace))
+    revision, head_term = txn.revision(namespace), txn.head_term(namespace)
+    first = events[0].revision if events else revision + 1
+    if first <= revision < first + len(events) and events[revision - first].term != head_term:
+        raise LogDiverged(
+            f"namespace {namespace!r}: record {revision} here is of term {head_term}, "
+            f"the sender's of term {events[revision - first].term}",
+            revision=revision,
+            term=head_term,
+        )
+    if events and events[-1].revision < revision and events[-1].term > head_term:
+        # Every record here was written in a term no newer than `head_term`: the one at the
+        # batch's end differs from the sender's, and so does what follows it.
+        raise LogDiverged(
+            f"namespace {namespace!r}: record {events[-1].revision} here is of a term older than "
+            f"the sender's {events[-1].term}",
+            revision=revision,
+            term=head_term,
+        )
+    fresh = events[max(0, revision + 1 - first) :]
+    if fresh and fresh[0].revision != revision + 1:
+        raise LogGap(
+            f"namespace {namespace!r}: records start at {fresh[0].revision}, the last one here is {revision}",
+            revision=revision,
+            term=head_term,
+        )
+    for event in fresh:
+        txn.append(event)
+    txn.raise_term(namespace, term)
+    return txn.revision(namespace), txn.head_term(namespace)
 
 
 # The largest term a store takes: Lamport clock values of up to 42 bits with a 20-bit node tag,

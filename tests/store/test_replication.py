@@ -298,6 +298,34 @@ async def test_an_install_waits_only_for_its_own_namespace(engine: Engine, peer_
         assert (await store.get(OTHER, "k")).value == b"theirs"
 
 
+async def test_apply_logs_applies_each_namespace_or_refuses_it_alone(
+    engine: Engine, peer_engine: Engine
+) -> None:
+    recorder = Recorder()
+    async with (
+        Store(engine.backend(), replicate=recorder) as leader,
+        Store(peer_engine.backend()) as follower,
+        follower.watch([NS, OTHER]) as watch,
+    ):
+        for i in range(3):
+            await leader.set(NS, f"k{i}", b"v", "raw")
+            await leader.set(OTHER, f"k{i}", b"v", "raw")
+        ours, theirs = recorder.of(NS), recorder.of(OTHER)
+        results = await follower.apply_logs(
+            [
+                (NS, ours, 0),
+                (OTHER, theirs[1:], 0),  # a gap: nothing of OTHER here yet
+                ("third", ours, 0),  # records of another namespace
+            ]
+        )
+        assert results[0] == (3, 0)
+        assert isinstance(results[1], LogGap)
+        assert isinstance(results[2], InvalidArgument)
+        assert follower.head(OTHER) == (0, 0)
+        assert [e.revision for e in await collect(watch, 3)] == [1, 2, 3]
+        assert await watch.next(timeout=0.05) is None
+
+
 async def test_apply_log_refuses_records_that_are_no_stretch_of_the_log(store: Store) -> None:
     recorder = Recorder()
     async with Store(MemoryBackend(), replicate=recorder) as leader:
