@@ -13,8 +13,10 @@ learning of a newer term, drops the hold at once, so a deposed owner stops writi
 and a write it still had in flight fails, because the copies it needs refuse its term.
 
 Terms are Lamport clock values (the cluster's, shared with the override table) shifted left by
-:data:`TAG_BITS`, with a tag of the node id in the low bits, so that two nodes taking over at the
-same moment pick different terms and the newer one wins everywhere.
+:data:`TAG_BITS`, with a tag of the node id (20 bits of its CRC-32) in the low bits, so that two
+nodes taking over at the same moment pick different terms and the newer one wins everywhere. Two
+members whose tags collide (about 6 in a million for four nodes) could pick the same term; nothing
+detects that yet.
 """
 
 from __future__ import annotations

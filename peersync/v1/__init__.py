@@ -348,8 +348,8 @@ class CopyHead(betterproto2.Message):
     """
     Replication, handoff and fencing (DESIGN.md section 3). Each namespace has a term, raised by
     every node that becomes its owner; a copy refuses records and images of an older term than its
-    own. Terms are Lamport clock values with the node's tag in the low 20 bits, so two nodes never
-    pick the same one.
+    own. Terms are Lamport clock values with the node's tag (20 bits of the CRC-32 of its id) in the
+    low bits, so two nodes taking over at once pick different terms unless their tags collide.
 
     A node's copy of a namespace: its last record (revision and the term it was written in) and the
     namespace's current term there.
