@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from ._cluster import Admin, cluster_name, node, wait_converged
 from ._load import LoadGenerator, Workload, children_cpu, preload
 from ._profile import Profiler, summarize
 from ._report import RouteMeasurement
-from ._servers import PeersyncServer, Pinning, core_ticks, cpu_times, parse_cpus
+from ._servers import PeersyncServer, Pinning, core_note, core_ticks, cpu_times, parse_cpus
 
 OWNER, PEER = "a", "b"
 # Namespaces tried, in order, until enough are owned by the owner node.
@@ -161,7 +160,6 @@ class ForwardingBench:
         peer_system = peer_after[1] - peer_before[1]
         peer_cpu = peer_after[0] - peer_before[0] + peer_system
         on_cores = owner_cpu + (peer_cpu if self._peer_on_cores else 0.0)
-        other = ticks.busy - ticks.interrupts - on_cores * os.sysconf("SC_CLK_TCK")
         for proc, path in spies:
             Profiler.stop(proc, timeout=args.duration + 30)
             print(summarize(path), flush=True)
@@ -177,12 +175,10 @@ class ForwardingBench:
             peer_cpu=peer_cpu,
             peer_system=peer_system,
             generator_cpu=generator_cpu,
-            core_busy=ticks.busy / ticks.total if ticks.total else None,
-            core_other=max(0.0, other / ticks.total) if ticks.total else None,
+            core_busy=ticks.busy_share(),
+            core_other=ticks.other_share(on_cores),
         )
-        core = ""
-        if m.core_busy is not None and m.core_other is not None:
-            core = f", core busy {m.core_busy:.0%} (others {m.core_other:.0%})"
+        core = core_note(m.core_busy, m.core_other)
         print(
             f"  {operation} {route:9} ({store}): {load.rps:,.0f} req/s, p50 {load.p50_ms:.2f} ms, "
             f"p99 {load.p99_ms:.2f} ms, CPU µs/req (in the kernel): {OWNER} (owner) {m.owner_us:,.0f} "

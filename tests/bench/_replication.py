@@ -19,7 +19,6 @@ nodes on machines of their own.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -29,7 +28,7 @@ from typing import Any
 from ._cluster import cluster_name, node, owned_by, wait_converged, wait_settled
 from ._load import LoadGenerator, LoadResult, Workload, children_cpu, preload
 from ._report import markdown
-from ._servers import PeersyncServer, Pinning, core_ticks, cpu_times, parse_cpus
+from ._servers import PeersyncServer, Pinning, core_note, core_ticks, cpu_times, parse_cpus
 
 OWNER = "a"
 NODES = (OWNER, "b", "c")
@@ -222,10 +221,7 @@ class ReplicationBench:
         others_cpu = sum(u[0] for u in used[1:])
         others_system = sum(u[1] for u in used[1:])
         on_cores = owner_cpu + (others_cpu if self._replicas_on_cores else 0.0)
-        hz = os.sysconf("SC_CLK_TCK")
-        other = ticks.busy - ticks.interrupts - on_cores * hz
         on_load = generator_cpu + (others_cpu if self._replicas_on_load else 0.0)
-        load_other = load_ticks.busy - load_ticks.interrupts - on_load * hz
         if args.verbose:
             print(load.output, flush=True)
         m = ReplicationMeasurement(
@@ -238,13 +234,11 @@ class ReplicationBench:
             others_cpu=others_cpu,
             others_system=others_system,
             generator_cpu=generator_cpu,
-            core_busy=ticks.busy / ticks.total if ticks.total else None,
-            core_other=max(0.0, other / ticks.total) if ticks.total else None,
-            load_other=max(0.0, load_other / load_ticks.total) if load_ticks.total else None,
+            core_busy=ticks.busy_share(),
+            core_other=ticks.other_share(on_cores),
+            load_other=load_ticks.other_share(on_load),
         )
-        core = ""
-        if m.core_busy is not None and m.core_other is not None:
-            core = f", core busy {m.core_busy:.0%} (others {m.core_other:.0%})"
+        core = core_note(m.core_busy, m.core_other)
         if m.load_other is not None:
             core += f", others on the generator's CPU {m.load_other:.0%}"
         print(

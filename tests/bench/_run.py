@@ -52,6 +52,7 @@ from ._servers import (
     PeersyncServer,
     Pinning,
     ServerProcess,
+    core_note,
     core_ticks,
     cpu_times,
     etcd_version,
@@ -311,7 +312,6 @@ class _Bench:
         server_cpu = user_after - user_before + server_system
         generator_cpu = children_cpu() - generator_before
         ticks = core_ticks(self._cores) - ticks_before
-        other = ticks.busy - ticks.interrupts - server_cpu * os.sysconf("SC_CLK_TCK")
         if profiling is not None:
             Profiler.stop(profiling[0], timeout=args.duration + 30)
             print(summarize(profiling[1]), flush=True)
@@ -324,12 +324,10 @@ class _Bench:
             server_cpu=server_cpu,
             server_system=server_system,
             generator_cpu=generator_cpu,
-            core_busy=ticks.busy / ticks.total if ticks.total else None,
-            core_other=max(0.0, other / ticks.total) if ticks.total else None,
+            core_busy=ticks.busy_share(),
+            core_other=ticks.other_share(server_cpu),
         )
-        core = ""
-        if m.core_busy is not None and m.core_other is not None:
-            core = f", core busy {m.core_busy:.0%} (others {m.core_other:.0%})"
+        core = core_note(m.core_busy, m.core_other)
         print(
             f"  {operation} {server.label}: {load.rps:,.0f} req/s, p50 {load.p50_ms:.2f} ms, "
             f"p99 {load.p99_ms:.2f} ms, {m.cpu_us_per_request:,.0f} CPU µs/req "

@@ -92,6 +92,24 @@ class CoreTicks:
     def __sub__(self, other: CoreTicks) -> CoreTicks:
         return CoreTicks(self.busy - other.busy, self.interrupts - other.interrupts, self.total - other.total)
 
+    def busy_share(self) -> float | None:
+        return self.busy / self.total if self.total else None
+
+    def other_share(self, accounted: float) -> float | None:
+        """The share of these CPUs busy with neither interrupts nor the ``accounted`` seconds of
+        CPU of the processes measured: other work that disturbed the measurement."""
+        if not self.total:
+            return None
+        other = self.busy - self.interrupts - accounted * os.sysconf("SC_CLK_TCK")
+        return max(0.0, other / self.total)
+
+
+def core_note(busy: float | None, other: float | None) -> str:
+    """How busy the measured CPUs were, for a result line ("" when unknown)."""
+    if busy is None or other is None:
+        return ""
+    return f", core busy {busy:.0%} (others {other:.0%})"
+
 
 def core_ticks(cpus: set[int]) -> CoreTicks:
     busy = interrupts = total = 0
