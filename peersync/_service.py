@@ -446,9 +446,7 @@ class Service:
             return await local()
         place = cluster.placement(namespace)
         if place.owner == cluster.node_id:
-            if self.replicator is not None and not self.replicator.holds(namespace):
-                await self.replicator.ready(namespace)
-            return await local()
+            return await self._here(namespace, local)
         if FORWARDED.get() is not None:
             # At most one hop: say who we think owns it, and let the sender reconcile and retry.
             raise NotOwner(
@@ -461,9 +459,7 @@ class Service:
         while True:
             owner = place.owner
             if owner == cluster.node_id:
-                if self.replicator is not None and not self.replicator.holds(namespace):
-                    await self.replicator.ready(namespace)
-                return await local()
+                return await self._here(namespace, local)
             if owner is None or not place.available:
                 raise OwnerUnavailable(
                     f"namespace {namespace!r} belongs to {owner!r} by {place.source}, "
@@ -483,6 +479,12 @@ class Service:
                     place = cluster.placement_at(namespace, exc.owner)
                 continue
             return parse(reply)
+
+    async def _here(self, namespace: str, local: Callable[[], Awaitable[T]]) -> T:
+        """Serve ``local()`` on this node, the owner: once it holds the namespace (caught up)."""
+        if self.replicator is not None and not self.replicator.holds(namespace):
+            await self.replicator.ready(namespace)
+        return await local()
 
     async def _forward(self, owner: str, request: node_pb2.ForwardRequest, *, write: bool) -> Any:
         """Send ``request`` to ``owner`` and return the inner reply, or raise the error it reported."""

@@ -973,18 +973,13 @@ class Store:
                     await self._backend.commit(events, heads, Prune(log_floor, versions))
                     for txn, _ in group:
                         self._apply(txn)
-            except BaseException as exc:
-                for _, done in group:
-                    if not done.done():
-                        done.set_exception(
-                            exc if isinstance(exc, Exception) else _unavailable(RuntimeError(repr(exc)))
-                        )
-                if not isinstance(exc, Exception):
-                    raise
+            except Exception as exc:
+                _settle(group, exc)
+            except BaseException:
+                _settle(group, Unavailable("the store stopped before the write was committed"))
+                raise
             else:
-                for _, done in group:
-                    if not done.done():
-                        done.set_result(None)
+                _settle(group, None)
 
     def _prune(self, txn: _Txn) -> Prune:
         retention = self.options.log_retention
@@ -1285,6 +1280,17 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
         # on, but not an earlier one: stop() may be the cleanup of a task being cancelled.
         if current is not None and current.cancelling() > already:
             raise
+
+
+def _settle(group: Sequence[tuple[_Txn, asyncio.Future[None]]], error: Exception | None) -> None:
+    """Tell the batches of one commit how it went."""
+    for _, done in group:
+        if done.done():
+            continue
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
 
 
 def _fail(ops: Sequence[_Op | _Exclusive], exc: PeersyncError) -> None:
