@@ -83,12 +83,47 @@ class Backend(Protocol):
         ...
 
 
+# The in-memory engine keeps records and versions as plain tuples of str, int, bytes and None, not as
+# Event and Entry objects. CPython's cycle collector stops tracking such a tuple the first time it
+# sees it, so a retained log of any size adds nothing to a full collection; as objects, every record
+# (and its entry) was scanned by each one, and full collections paused the node 100-200 ms once a few
+# hundred thousand records were retained (BENCHMARKS.md, "Garbage collection").
+_PackedEntry = tuple[str, str, bytes, str, int, int, int, int, int | None]
+_PackedEvent = tuple[int, str, str, int, int, _PackedEntry | None, bool, str | None, int]
+_EVENT_TYPES: dict[int, EventType] = {int(kind): kind for kind in EventType}
+
+
+def _pack_entry(e: Entry) -> _PackedEntry:
+    return (
+        e.namespace,
+        e.key,
+        e.value,
+        e.codec,
+        e.version,
+        e.revision,
+        e.created_at,
+        e.updated_at,
+        e.expire_at,
+    )
+
+
+def _unpack_entry(p: _PackedEntry) -> Entry:
+    return Entry(*p)
+
+
+def _unpack_event(p: _PackedEvent) -> Event:
+    entry = p[5]
+    return Event(
+        _EVENT_TYPES[p[0]], p[1], p[2], p[3], p[4], None if entry is None else Entry(*entry), p[6], p[7], p[8]
+    )
+
+
 class MemoryBackend:
     """Keeps the log and history in process memory; nothing survives the process."""
 
     def __init__(self) -> None:
-        self._log: dict[str, list[Event]] = defaultdict(list)
-        self._versions: dict[tuple[str, str], list[Entry]] = defaultdict(list)
+        self._log: dict[str, list[_PackedEvent]] = defaultdict(list)
+        self._versions: dict[tuple[str, str], list[_PackedEntry]] = defaultdict(list)
 
     async def open(self) -> LoadedState:
         return LoadedState()
@@ -99,27 +134,40 @@ class MemoryBackend:
 
     async def commit(self, events: Sequence[Event], heads: Mapping[str, Head], prune: Prune) -> None:
         for event in events:
-            self._log[event.namespace].append(event)
+            entry = None if event.entry is None else _pack_entry(event.entry)
+            self._log[event.namespace].append(
+                (
+                    int(event.type),
+                    event.namespace,
+                    event.key,
+                    event.revision,
+                    event.at,
+                    entry,
+                    event.created,
+                    event.target,
+                    event.term,
+                )
+            )
             slot = (event.namespace, event.key)
             if event.type is EventType.SET:
-                assert event.entry is not None
-                self._versions[slot].append(event.entry)
+                assert entry is not None
+                self._versions[slot].append(entry)
             elif event.type in (EventType.DELETE, EventType.EXPIRE):
                 self._versions.pop(slot, None)
         for ns, floor in prune.log.items():
             log = self._log[ns]
-            cut = bisect.bisect_right(log, floor, key=lambda e: e.revision)
+            cut = bisect.bisect_right(log, floor, key=_revision)
             del log[:cut]
         for slot, oldest_dropped in prune.versions.items():
             history = self._versions.get(slot)
             if history:
-                cut = bisect.bisect_right(history, oldest_dropped, key=lambda e: e.version)
+                cut = bisect.bisect_right(history, oldest_dropped, key=_version)
                 del history[:cut]
 
     async def install(self, image: NamespaceImage) -> None:
         await self.drop(image.namespace)
         for entry in image.entries:
-            self._versions[(entry.namespace, entry.key)] = [entry]
+            self._versions[(entry.namespace, entry.key)] = [_pack_entry(entry)]
 
     async def drop(self, namespace: str) -> None:
         self._log.pop(namespace, None)
@@ -128,10 +176,18 @@ class MemoryBackend:
 
     async def read_log(self, namespace: str, after: int, limit: int) -> list[Event]:
         log = self._log.get(namespace, [])
-        start = bisect.bisect_right(log, after, key=lambda e: e.revision)
-        return log[start : start + limit]
+        start = bisect.bisect_right(log, after, key=_revision)
+        return [_unpack_event(p) for p in log[start : start + limit]]
 
     async def versions(self, namespace: str, key: str, before: int | None, limit: int) -> list[Entry]:
         history = self._versions.get((namespace, key), [])
-        end = len(history) if before is None else bisect.bisect_left(history, before, key=lambda e: e.version)
-        return history[max(0, end - limit) : end][::-1]
+        end = len(history) if before is None else bisect.bisect_left(history, before, key=_version)
+        return [_unpack_entry(p) for p in history[max(0, end - limit) : end][::-1]]
+
+
+def _revision(record: _PackedEvent) -> int:
+    return record[3]
+
+
+def _version(entry: _PackedEntry) -> int:
+    return entry[4]
