@@ -133,6 +133,7 @@ class NodeService(v1.NodeBase):
             log.info("forwarding stream from a peer ended: %r", error)
 
     async def _serve(self, request: node_pb2.ForwardRequest) -> node_pb2.ForwardReply:
+        """Serve one forwarded request in the task :meth:`_forward` gave it, within its deadline."""
         reply = node_pb2.ForwardReply(id=request.id)
         name = request.WhichOneof("op")
         hot = self._hot.get(name or "")
@@ -143,18 +144,26 @@ class NodeService(v1.NodeBase):
             return reply
         caller = request.caller
         token = FORWARDED.set(caller)
+        # The deadline as a bare timer that cancels this task (which serves nothing else), not
+        # asyncio.timeout(): this runs for every forwarded request and replicated batch.
+        task = asyncio.current_task()
+        assert task is not None
+        deadline = _Deadline(task)
+        timer = asyncio.get_running_loop().call_later(max(request.timeout_ms, 1) / 1000, deadline.expire)
         try:
             log.debug("forwarded %s from %s request_id=%s", name, caller.origin, caller.request_id)
-            async with asyncio.timeout(max(request.timeout_ms, 1) / 1000):
-                if hot is not None:
-                    await hot(getattr(request, name), reply)
-                else:
-                    assert handler is not None
-                    reply = await self._bridged(request, name, handler)
+            if hot is not None:
+                await hot(getattr(request, name), reply)
+            else:
+                assert handler is not None
+                reply = await self._bridged(request, name, handler)
             return reply
         except PeersyncError as exc:
             failure = failure_from_error(exc)
-        except TimeoutError:
+        except asyncio.CancelledError:
+            if not deadline.expired:
+                raise
+            task.uncancel()
             failure = node_pb2.Failure(
                 reason="UNAVAILABLE", detail="the owner did not finish within the deadline"
             )
@@ -164,6 +173,7 @@ class NodeService(v1.NodeBase):
                 reason="INTERNAL", detail="the owner failed to handle the request; see its log"
             )
         finally:
+            timer.cancel()
             FORWARDED.reset(token)
         reply = node_pb2.ForwardReply(id=request.id)
         reply.failure.CopyFrom(failure)
@@ -234,3 +244,18 @@ class NodeService(v1.NodeBase):
             raise GRPCError(Status.INTERNAL, "INTERNAL: the node watch failed") from exc
         finally:
             FORWARDED.reset(token)
+
+
+class _Deadline:
+    """Cancels the task serving a forwarded request when its deadline passes, and remembers that
+    it did, so that the task tells that cancellation from one of its own."""
+
+    __slots__ = ("_task", "expired")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self._task = task
+        self.expired = False
+
+    def expire(self) -> None:
+        self.expired = True
+        self._task.cancel()

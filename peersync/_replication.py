@@ -639,7 +639,9 @@ class Replicator:
 
     async def _on_replicate_batch(self, op: node_pb2.ReplicateBatch, reply: node_pb2.ForwardReply) -> None:
         """Every item applied as ``replicate`` would, in one store operation and one commit."""
-        results = [node_pb2.ReplicateResult() for _ in op.items]
+        out = reply.replicate_batch
+        out.SetInParent()
+        results = [out.results.add() for _ in op.items]
         batches: list[tuple[str, list[Event], int]] = []
         positions: list[int] = []
         for index, item in enumerate(op.items):
@@ -649,17 +651,20 @@ class Replicator:
                 positions.append(index)
             except PeersyncError as exc:
                 results[index].failure.CopyFrom(failure_from_error(exc))
-        heads = await self.store.apply_logs(batches) if batches else []
+        store = self.store
+        heads = await store.apply_logs(batches) if batches else []
+        newest = 0
         for index, (namespace, _, term), head in zip(positions, batches, heads, strict=True):
             if isinstance(head, PeersyncError):
                 results[index].failure.CopyFrom(failure_from_error(head))
                 continue
-            self._observe(term)
+            newest = max(newest, term)
             self._deposed(namespace, term)
-            out = results[index].head
-            out.revision, out.head_term = head
-            out.term = self.store.term(namespace)
-        reply.replicate_batch.results.extend(results)
+            result = results[index].head
+            result.revision, result.head_term = head
+            result.term = store.term(namespace)
+        if newest:
+            self._observe(newest)
 
     async def _apply(self, op: node_pb2.ReplicateRequest, out: node_pb2.CopyHead) -> None:
         self._check(op.namespace, op.term)

@@ -321,6 +321,8 @@ class Store:
         # commit), which their namespaces being disjoint allows.
         self._to_commit: builtins.list[tuple[_Txn, asyncio.Future[None]]] = []
         self._committer: asyncio.Task[None] | None = None
+        # True while a task (a batch's own, or the committer) is committing.
+        self._committing = False
         self._writer: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._sweep_wakeup = asyncio.Event()
@@ -949,37 +951,52 @@ class Store:
 
     async def _commit(self, txn: _Txn) -> None:
         """Make ``txn`` durable, in one backend commit with every other batch ready meanwhile,
-        then visible."""
+        then visible. With no commit under way, the batch's own task commits (a task and a loop
+        turn less per batch); batches that queue up meanwhile go to a committer task."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._to_commit.append((txn, done))
-        if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(self._commit_loop(), name="store-committer")
+        if not self._committing:
+            self._committing = True
+            try:
+                await self._commit_group()
+            finally:
+                self._committing = False
+                if self._to_commit:
+                    self._committing = True
+                    self._committer = asyncio.create_task(self._commit_loop(), name="store-committer")
         await done
 
     async def _commit_loop(self) -> None:
-        while self._to_commit:
-            group, self._to_commit = self._to_commit, []
-            events = [e for txn, _ in group for e in txn.events]
-            heads: dict[str, Head] = {}
-            log_floor: dict[str, int] = {}
-            versions: dict[tuple[str, str], int] = {}
-            for txn, _ in group:
-                heads.update(txn.heads())
-                prune = self._prune(txn)
-                log_floor.update(prune.log)
-                versions.update(prune.versions)
-            try:
-                async with self._commit_lock:
-                    await self._backend.commit(events, heads, Prune(log_floor, versions))
-                    for txn, _ in group:
-                        self._apply(txn)
-            except Exception as exc:
-                _settle(group, exc)
-            except BaseException:
-                _settle(group, Unavailable("the store stopped before the write was committed"))
-                raise
-            else:
-                _settle(group, None)
+        try:
+            while self._to_commit:
+                await self._commit_group()
+        finally:
+            self._committing = False
+
+    async def _commit_group(self) -> None:
+        """Commit every batch queued now, in one backend commit, and tell each how it went."""
+        group, self._to_commit = self._to_commit, []
+        events = [e for txn, _ in group for e in txn.events]
+        heads: dict[str, Head] = {}
+        log_floor: dict[str, int] = {}
+        versions: dict[tuple[str, str], int] = {}
+        for txn, _ in group:
+            heads.update(txn.heads())
+            prune = self._prune(txn)
+            log_floor.update(prune.log)
+            versions.update(prune.versions)
+        try:
+            async with self._commit_lock:
+                await self._backend.commit(events, heads, Prune(log_floor, versions))
+                for txn, _ in group:
+                    self._apply(txn)
+        except Exception as exc:
+            _settle(group, exc)
+        except BaseException:
+            _settle(group, Unavailable("the store stopped before the write was committed"))
+            raise
+        else:
+            _settle(group, None)
 
     def _prune(self, txn: _Txn) -> Prune:
         retention = self.options.log_retention
