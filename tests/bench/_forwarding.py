@@ -61,7 +61,10 @@ class ForwardingBench:
                     store=store,
                     root=Path(tmp),
                     pinning=self._pinning if node_id == OWNER else self._peer_pinning,
-                    extra_args=args.serve_arg,
+                    # Forwarding alone, as before replication existed: with a second copy, b would
+                    # hold a's namespaces as their replica and every PUT would also wait for it
+                    # (the replication part measures that).
+                    extra_args=["--replicas", "1", *args.serve_arg],
                 )
                 for node_id in (OWNER, PEER)
             ]
