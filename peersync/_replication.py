@@ -190,6 +190,30 @@ class Replicator:
                 f"after {timeout:g}s; retry"
             ) from None
 
+    async def unwritten(self, namespace: str) -> bool:
+        """Whether no present member, this one included, has a record or a term of ``namespace``:
+        then no write to it was ever acknowledged, and a read may answer from the empty copy here
+        instead of taking the namespace over (which raises its term on every member, durably). Any
+        doubt (a record, a term, a member that does not answer) says False."""
+        store, cluster = self.store, self.cluster
+        if namespace in self._takeovers or store.head(namespace) != (0, 0) or store.term(namespace):
+            return False
+        self._limits.namespace(namespace)
+        # An empty replicate in term 0 changes nothing on the receiver and answers its head and term.
+        probe = node_pb2.ReplicateRequest(namespace=namespace, term=0)
+        peers = [member for member in cluster.ring.members if member != self.node_id]
+        answers = await asyncio.gather(
+            *(self._send(peer, _request(replicate=probe)) for peer in peers), return_exceptions=True
+        )
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                if not isinstance(answer, (PeersyncError, LinkDown, TimeoutError)):
+                    raise answer
+                return False
+            if (answer.revision, answer.head_term, answer.term) != (0, 0, 0):
+                return False
+        return store.head(namespace) == (0, 0) and not store.term(namespace)
+
     def _takeover_ended(self, task: asyncio.Task[None]) -> None:
         for namespace, running in list(self._takeovers.items()):
             if running is task:

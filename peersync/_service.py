@@ -446,7 +446,7 @@ class Service:
             return await local()
         place = cluster.placement(namespace)
         if place.owner == cluster.node_id:
-            return await self._here(namespace, local)
+            return await self._here(namespace, local, write=write)
         if FORWARDED.get() is not None:
             # At most one hop: say who we think owns it, and let the sender reconcile and retry.
             raise NotOwner(
@@ -459,7 +459,7 @@ class Service:
         while True:
             owner = place.owner
             if owner == cluster.node_id:
-                return await self._here(namespace, local)
+                return await self._here(namespace, local, write=write)
             if owner is None or not place.available:
                 raise OwnerUnavailable(
                     f"namespace {namespace!r} belongs to {owner!r} by {place.source}, "
@@ -480,10 +480,17 @@ class Service:
                 continue
             return parse(reply)
 
-    async def _here(self, namespace: str, local: Callable[[], Awaitable[T]]) -> T:
-        """Serve ``local()`` on this node, the owner: once it holds the namespace (caught up)."""
-        if self.replicator is not None and not self.replicator.holds(namespace):
-            await self.replicator.ready(namespace)
+    async def _here(self, namespace: str, local: Callable[[], Awaitable[T]], *, write: bool) -> T:
+        """Serve ``local()`` on this node, the owner: once it holds the namespace (caught up). A
+        read of a namespace no member has a record or a term of is answered from the empty copy
+        here, without taking it over: reads of names nobody wrote leave nothing on any member."""
+        replicator = self.replicator
+        if (
+            replicator is not None
+            and not replicator.holds(namespace)
+            and (write or not await replicator.unwritten(namespace))
+        ):
+            await replicator.ready(namespace)
         return await local()
 
     async def _forward(self, owner: str, request: node_pb2.ForwardRequest, *, write: bool) -> Any:

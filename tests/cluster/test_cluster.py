@@ -8,6 +8,9 @@ import time
 
 import pytest
 
+from peersync._address import Address
+from peersync._forwarding import PeerLink
+from peersync.v1 import node_pb2
 from tests.support import RedisServer, eventually
 
 from .conftest import Harness
@@ -341,3 +344,40 @@ async def test_watch_on_any_node_receives_events_of_namespaces_owned_elsewhere(h
     assert sorted(received) == sorted(
         [(ns, 1, "before") for ns in watched] + [(ns, 2, "after") for ns in watched]
     )
+
+
+async def test_reads_of_namespaces_nobody_wrote_leave_nothing_on_any_member(harness: Harness) -> None:
+    form(harness, "a", "b", "c")
+    await converged(harness, {"a", "b", "c"}, timeout=5)
+    unwritten = [f"never-{i}" for i in range(12)]
+    for i, ns in enumerate(unwritten):
+        reader = "abc"[i % 3]
+        got = harness.get(reader, f"/v1/namespaces/{ns}/keys/k")
+        assert got.status_code == 404, got.text
+        assert got.json()["reason"] == "NOT_FOUND"
+        snapshot = harness.get(reader, f"/v1/namespaces/{ns}/snapshot")
+        assert snapshot.status_code == 200, snapshot.text
+        assert snapshot.json()["entries"] == []
+    # No member took any of them over: each copy is still at term 0 (a takeover would have raised
+    # the term on every member, durably).
+    links = {n: PeerLink("test", Address.parse(harness.nodes[n].grpc_addr), connect_timeout=5) for n in "abc"}
+    try:
+        for ns in unwritten:
+            for node_id, link in links.items():
+                reply = await link.call(
+                    node_pb2.ForwardRequest(export=node_pb2.ExportRequest(namespace=ns)), 10.0
+                )
+                assert reply.WhichOneof("result") == "export", reply
+                assert (reply.export.term, reply.export.revision) == (0, 0), (node_id, ns, reply.export)
+    finally:
+        for link in links.values():
+            await link.close()
+    # Writing one of them afterwards works as ever, and every node reads it back.
+    ns = unwritten[0]
+    with harness.http("b") as client:
+        put = client.put(f"/v1/namespaces/{ns}/keys/k", json={"value": "now"})
+        assert put.status_code == 201, put.text
+    for reader in "abc":
+        got = harness.get(reader, f"/v1/namespaces/{ns}/keys/k")
+        assert got.status_code == 200, got.text
+        assert got.json()["value"] == "now"
