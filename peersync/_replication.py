@@ -614,6 +614,7 @@ class Replicator:
                     progress.taken_over += new
 
         await asyncio.gather(*(settle(ns) for ns in mine))
+        self._forget_released()
         progress.state = "idle"
         progress.duration_s = round(time.monotonic() - began, 3)
         if mine:
@@ -625,6 +626,17 @@ class Replicator:
                 progress.duration_s,
             )
         return progress.failed
+
+    def _forget_released(self) -> None:
+        """Drop what this node kept per namespace for pushing its records to replicas, for every
+        namespace it no longer holds: without this the maps grow with every namespace the node ever
+        owned. A held lock stays. Pushing again needs a new takeover, hence a new term, and the
+        copies refuse whatever of the old term is still in flight once they are fenced to it."""
+        for namespace in [ns for ns in self._shipped if ns not in self._held]:
+            del self._shipped[namespace]
+        for key, lock in list(self._ship_locks.items()):
+            if key[0] not in self._held and not lock.locked():
+                del self._ship_locks[key]
 
     async def _namespaces_here(self) -> list[str]:
         found: list[str] = []
