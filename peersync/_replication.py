@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 TAG_BITS: Final = 20
 # Records per catch-up message: bounds one message's size and one apply's time on the receiver.
 CATCH_UP_BATCH: Final = 1000
+# Seconds a read of a namespace this node does not hold waits for the members to say whether
+# any has a record or a term of it (Replicator.unwritten) before it takes the namespace over.
+_PROBE_TIMEOUT: Final = 1.0
 # Namespaces asked of a peer per listing page while looking for what this node now owns.
 _LIST_PAGE: Final = 1000
 
@@ -202,8 +205,11 @@ class Replicator:
         # An empty replicate in term 0 changes nothing on the receiver and answers its head and term.
         probe = node_pb2.ReplicateRequest(namespace=namespace, term=0)
         peers = [member for member in cluster.ring.members if member != self.node_id]
+        # A member that is slow to answer only sends the read on to a takeover, which waits for it
+        # anyway: do not let the probe add a whole forwarding timeout in front of that.
+        wait = min(self.cluster.options.forward_timeout, _PROBE_TIMEOUT)
         answers = await asyncio.gather(
-            *(self._send(peer, _request(replicate=probe)) for peer in peers), return_exceptions=True
+            *(self._send(peer, _request(replicate=probe), wait) for peer in peers), return_exceptions=True
         )
         for answer in answers:
             if isinstance(answer, BaseException):
@@ -747,12 +753,13 @@ class Replicator:
 
     # -- plumbing --------------------------------------------------------------------------------
 
-    async def _send(self, peer: str, request: node_pb2.ForwardRequest) -> Any:
+    async def _send(self, peer: str, request: node_pb2.ForwardRequest, timeout: float | None = None) -> Any:  # noqa: ASYNC109
         """Send a replication request to ``peer``; its reply's result, or the error it reported.
-        A peer that cannot be reached raises OwnerUnavailable."""
+        A peer that cannot be reached raises OwnerUnavailable. ``timeout`` defaults to the
+        forwarding timeout."""
         assert self._forwarder is not None
         request.caller.origin = self.node_id
-        timeout = self.cluster.options.forward_timeout
+        timeout = self.cluster.options.forward_timeout if timeout is None else timeout
         try:
             reply = await self._forwarder.call(peer, request, timeout)
         except LinkDown as exc:
