@@ -148,6 +148,7 @@ class NodeService(v1.NodeBase):
         # asyncio.timeout(): this runs for every forwarded request and replicated batch.
         task = asyncio.current_task()
         assert task is not None
+        cancelling = task.cancelling()
         deadline = _Deadline(task)
         timer = asyncio.get_running_loop().call_later(max(request.timeout_ms, 1) / 1000, deadline.expire)
         try:
@@ -161,9 +162,10 @@ class NodeService(v1.NodeBase):
         except PeersyncError as exc:
             failure = failure_from_error(exc)
         except asyncio.CancelledError:
-            if not deadline.expired:
+            # Only the deadline's own cancellation becomes an answer; another one (the stream
+            # closing, the node stopping) that came with it still ends the task.
+            if not deadline.expired or task.uncancel() > cancelling:
                 raise
-            task.uncancel()
             failure = node_pb2.Failure(
                 reason="UNAVAILABLE", detail="the owner did not finish within the deadline"
             )
