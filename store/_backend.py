@@ -93,7 +93,8 @@ _PackedEvent = tuple[int, str, str, int, int, _PackedEntry | None, bool, str | N
 _EVENT_TYPES: dict[int, EventType] = {int(kind): kind for kind in EventType}
 
 
-def _pack_entry(e: Entry) -> _PackedEntry:
+def entry_tuple(e: Entry) -> _PackedEntry:
+    """An entry's fields in declaration order: a memory-engine version and an SQL ``ps_kv`` row."""
     return (
         e.namespace,
         e.key,
@@ -134,7 +135,7 @@ class MemoryBackend:
 
     async def commit(self, events: Sequence[Event], heads: Mapping[str, Head], prune: Prune) -> None:
         for event in events:
-            entry = None if event.entry is None else _pack_entry(event.entry)
+            entry = None if event.entry is None else entry_tuple(event.entry)
             self._log[event.namespace].append(
                 (
                     int(event.type),
@@ -167,7 +168,7 @@ class MemoryBackend:
     async def install(self, image: NamespaceImage) -> None:
         await self.drop(image.namespace)
         for entry in image.entries:
-            self._versions[(entry.namespace, entry.key)] = [_pack_entry(entry)]
+            self._versions[(entry.namespace, entry.key)] = [entry_tuple(entry)]
 
     async def drop(self, namespace: str) -> None:
         self._log.pop(namespace, None)

@@ -46,7 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.schema import CreateSchema
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from ._backend import Head, LoadedState, Prune
+from ._backend import Head, LoadedState, Prune, entry_tuple
 from ._errors import Unavailable
 from ._model import Alias, Entry, Event, EventType, NamespaceImage
 
@@ -395,7 +395,7 @@ class SqlBackend:
         await self._transaction(
             [
                 *((statement, [(image.namespace,)]) for statement in _CLEAR_NAMESPACE),
-                (_INSERT_KV, [_kv_row(e) for e in image.entries]),
+                (_INSERT_KV, [entry_tuple(e) for e in image.entries]),
                 (_INSERT_VERSION, [_version_row(e) for e in image.entries]),
                 (_INSERT_ALIAS, [(a.namespace, a.alias, a.target, a.revision) for a in image.aliases]),
                 (_INSERT_NAMESPACE, [_namespace_row(image.namespace, head)]),
@@ -494,7 +494,7 @@ class _Batch:
             if entry is None:
                 batch.kv_deleted.append(slot)
             else:
-                batch.kv_upserted.append(_kv_row(entry))
+                batch.kv_upserted.append(entry_tuple(entry))
         batch.history_cleared = list(cleared)
         for slot, entries in added.items():
             # Versions the prune would drop at once are not written at all.
@@ -653,20 +653,6 @@ def _log_row(ev: Event) -> _Row:
 
 def _namespace_row(namespace: str, head: Head) -> _Row:
     return (namespace, head.revision, head.term, head.head_term)
-
-
-def _kv_row(e: Entry) -> _Row:
-    return (
-        e.namespace,
-        e.key,
-        e.value,
-        e.codec,
-        e.version,
-        e.revision,
-        e.created_at,
-        e.updated_at,
-        e.expire_at,
-    )
 
 
 def _version_row(e: Entry) -> _Row:
