@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from ._cluster import cluster_name, node, owned_by, wait_converged, wait_settled
-from ._load import LoadGenerator, LoadResult, Workload, children_cpu, preload
-from ._report import markdown
+from ._load import LoadGenerator, Workload, children_cpu, preload
+from ._report import NodesMeasurement, markdown
 from ._servers import PeersyncServer, Pinning, core_note, core_ticks, cpu_times, parse_cpus
 
 OWNER = "a"
@@ -39,55 +39,32 @@ REPLICATED_TARGET = 0.6
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReplicationMeasurement:
+class ReplicationMeasurement(NodesMeasurement):
     """One PUT run against the owner ``a`` of a three-node cluster with ``copies`` copies in all."""
 
     store: str  # the nodes' engine: memory or sqlite
     copies: int  # --replicas: 2 (replicated) or 1 (unreplicated)
     namespaces: int  # namespaces owned by a that the keys are spread over
-    load: LoadResult
-    owner_cpu: float  # seconds of a's CPU (user + system, all threads) during the run
-    owner_system: float
     # b and c together: the replicas of a's namespaces when replicated, idle but for gossip if not.
     others_cpu: float
     others_system: float
-    generator_cpu: float
-    # Shares of the nodes' pinned CPU(s), as in Measurement; "other" excludes all three nodes.
-    core_busy: float | None
-    core_other: float | None
     # The same "other" share for the load generator's CPU(s): anything there but the generator and
     # the nodes pinned to it (Redis, whose gossip is a few %, counts as other). A busy neighbour
     # there slows the generator, which shows as fewer req/s with the nodes' core not saturated.
     load_other: float | None
 
     @property
+    def rest_cpu(self) -> float:
+        return self.others_cpu
+
+    @property
     def disturbance(self) -> float:
         """The larger of the two "other" shares: how much neighbours may have skewed the run."""
         return max(self.core_other or 0.0, self.load_other or 0.0)
 
-    def _per_request(self, seconds: float) -> float:
-        return seconds / self.load.requests * 1e6 if self.load.requests else 0.0
-
-    @property
-    def owner_us(self) -> float:
-        return self._per_request(self.owner_cpu)
-
     @property
     def others_us(self) -> float:
         return self._per_request(self.others_cpu)
-
-    @property
-    def total_us(self) -> float:
-        return self._per_request(self.owner_cpu + self.others_cpu)
-
-    @property
-    def nodes_share(self) -> float:
-        """All three nodes' CPU time over wall time: 1.0 is one core busy all the time."""
-        return (self.owner_cpu + self.others_cpu) / self.load.duration if self.load.duration else 0.0
-
-    @property
-    def generator_share(self) -> float:
-        return self.generator_cpu / self.load.duration if self.load.duration else 0.0
 
 
 class ReplicationBench:

@@ -84,30 +84,62 @@ FORWARDED_TARGET = 0.7
 
 
 @dataclass(frozen=True, kw_only=True)
-class RouteMeasurement:
+class NodesMeasurement:
+    """What a cluster run measured: the load, the owner ``a``'s CPU and the generator's, in seconds
+    (user + system, all threads) during the run. A subclass adds the other nodes as ``rest_cpu``."""
+
+    load: LoadResult
+    owner_cpu: float
+    owner_system: float
+    generator_cpu: float
+    # Shares of the nodes' pinned CPU(s), as in Measurement; "other" excludes the nodes.
+    core_busy: float | None
+    core_other: float | None
+
+    @property
+    def rest_cpu(self) -> float:
+        """The other nodes' CPU seconds."""
+        raise NotImplementedError
+
+    def _per_request(self, seconds: float) -> float:
+        return seconds / self.load.requests * 1e6 if self.load.requests else 0.0
+
+    def _share(self, seconds: float) -> float:
+        return seconds / self.load.duration if self.load.duration else 0.0
+
+    @property
+    def owner_us(self) -> float:
+        return self._per_request(self.owner_cpu)
+
+    @property
+    def total_us(self) -> float:
+        return self._per_request(self.owner_cpu + self.rest_cpu)
+
+    @property
+    def nodes_share(self) -> float:
+        """The nodes' CPU time over wall time: 1.0 is one core busy all the time."""
+        return self._share(self.owner_cpu + self.rest_cpu)
+
+    @property
+    def generator_share(self) -> float:
+        return self._share(self.generator_cpu)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouteMeasurement(NodesMeasurement):
     """One load run against a two-node cluster: sent to the owner ``a`` (direct), or to ``b``,
     which forwards every request to ``a`` (forwarded). Both nodes are measured either way."""
 
     operation: str  # GET or PUT
     store: str  # the nodes' engine: memory or sqlite
     route: str  # direct or forwarded
-    load: LoadResult
-    owner_cpu: float  # seconds of the owner's CPU (user + system, all threads) during the run
-    owner_system: float
     # The other node: the entry node of a forwarded run; idle but for gossip in a direct run.
     peer_cpu: float
     peer_system: float
-    generator_cpu: float
-    # Shares of the nodes' pinned CPU(s), as in Measurement; "other" excludes both nodes.
-    core_busy: float | None
-    core_other: float | None
-
-    def _per_request(self, seconds: float) -> float:
-        return seconds / self.load.requests * 1e6 if self.load.requests else 0.0
 
     @property
-    def owner_us(self) -> float:
-        return self._per_request(self.owner_cpu)
+    def rest_cpu(self) -> float:
+        return self.peer_cpu
 
     @property
     def peer_us(self) -> float:
@@ -120,19 +152,6 @@ class RouteMeasurement:
     @property
     def peer_system_us(self) -> float:
         return self._per_request(self.peer_system)
-
-    @property
-    def total_us(self) -> float:
-        return self._per_request(self.owner_cpu + self.peer_cpu)
-
-    @property
-    def nodes_share(self) -> float:
-        """Both nodes' CPU time over wall time: 1.0 is their one shared core busy all the time."""
-        return (self.owner_cpu + self.peer_cpu) / self.load.duration if self.load.duration else 0.0
-
-    @property
-    def generator_share(self) -> float:
-        return self.generator_cpu / self.load.duration if self.load.duration else 0.0
 
 
 def route_medians(measurements: list[RouteMeasurement]) -> list[RouteMeasurement]:

@@ -22,42 +22,21 @@ import pytest
 from tests.support import Attempt, attempt, eventually, sse_messages
 
 from .conftest import Harness
+from .test_failover import (
+    DEATH_BOUND,
+    ENV,
+    HEARTBEAT_INTERVAL,
+    REBALANCE_BOUND,
+    RECOVERY_BOUND,
+    REQUEST_BOUND,
+)
+from .test_failover import FLAGS as FAILOVER_FLAGS
 
 pytestmark = pytest.mark.slow
 
-HEARTBEAT_INTERVAL = 0.5
-SUSPECT_AFTER = 1.5
-DEAD_AFTER = 1.0
-FORWARD_TIMEOUT = 3.0
-HANDOFF_TIMEOUT = 3.0
 WATCH_HEARTBEAT_INTERVAL = 1.0
-FLAGS = (
-    "--heartbeat-interval",
-    str(HEARTBEAT_INTERVAL),
-    "--suspect-after",
-    str(SUSPECT_AFTER),
-    "--dead-after",
-    str(DEAD_AFTER),
-    "--forward-timeout",
-    str(FORWARD_TIMEOUT),
-    "--watch-heartbeat-interval",
-    str(WATCH_HEARTBEAT_INTERVAL),
-)
-# Replication settings go through the environment, which a node without them ignores (a flag would
-# stop it from starting): two copies of every namespace, a write waits for the one replica.
-ENV = {
-    "PEERSYNC_REPLICAS": "2",
-    "PEERSYNC_REPLICA_ACKS": "1",
-    "PEERSYNC_HANDOFF_TIMEOUT": str(HANDOFF_TIMEOUT),
-}
-# A silent node is dead everywhere within this: suspicion, then death, a heartbeat late, and polling.
-DEATH_BOUND = SUSPECT_AFTER + DEAD_AFTER + 2 * HEARTBEAT_INTERVAL + 1.0
-# One request waits at most for a new owner to catch up, then for the forwarded call.
-REQUEST_BOUND = HANDOFF_TIMEOUT + FORWARD_TIMEOUT + 1.0
-# Once membership has settled, every namespace serves again within this.
-RECOVERY_BOUND = 2 * REQUEST_BOUND
-# A rebalance after a membership change moves a quarter of 20 namespaces, each a bounded catch-up.
-REBALANCE_BOUND = 4 * REQUEST_BOUND
+# The failover tests' timings and bounds, and a watch heartbeat short enough to notice a dead node.
+FLAGS = (*FAILOVER_FLAGS, "--watch-heartbeat-interval", str(WATCH_HEARTBEAT_INTERVAL))
 
 NODES = ("a", "b", "c", "d")
 NAMESPACES = [f"chaos{i}" for i in range(20)]

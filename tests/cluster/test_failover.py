@@ -35,8 +35,8 @@ FLAGS = (
     "--forward-timeout",
     str(FORWARD_TIMEOUT),
 )
-# Replication settings go through the environment, which a node without them ignores (a flag would
-# stop it from starting): two copies of every namespace, a write waits for the one replica.
+# Replication settings, through the environment (PEERSYNC_*): two copies of every namespace, and a
+# write waits for the one replica.
 ENV = {
     "PEERSYNC_REPLICAS": "2",
     "PEERSYNC_REPLICA_ACKS": "1",
