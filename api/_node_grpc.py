@@ -82,9 +82,9 @@ class NodeService(v1.NodeBase):
         slots = asyncio.Semaphore(_IN_FLIGHT)
         running: set[asyncio.Task[None]] = set()
 
-        async def serve(request: node_pb2.ForwardRequest, slotted: bool) -> None:
+        async def serve(request: node_pb2.ForwardRequest, name: str | None, slotted: bool) -> None:
             try:
-                ready.append(await self._serve(request))
+                ready.append(await self._serve(request, name))
                 wakeup.set()
             finally:
                 if slotted:
@@ -96,10 +96,11 @@ class NodeService(v1.NodeBase):
                     for request in batch.requests:
                         # Replication never waits behind forwarded writes: those may be waiting
                         # for the very replication the sender asks for on the other stream.
-                        slotted = request.WhichOneof("op") not in REPLICATION_OPS
+                        name = request.WhichOneof("op")
+                        slotted = name not in REPLICATION_OPS
                         if slotted:
                             await slots.acquire()
-                        task = asyncio.create_task(serve(request, slotted))
+                        task = asyncio.create_task(serve(request, name, slotted))
                         running.add(task)
                         task.add_done_callback(running.discard)
                 if running:
@@ -132,10 +133,10 @@ class NodeService(v1.NodeBase):
                 )
             log.info("forwarding stream from a peer ended: %r", error)
 
-    async def _serve(self, request: node_pb2.ForwardRequest) -> node_pb2.ForwardReply:
-        """Serve one forwarded request in the task :meth:`_forward` gave it, within its deadline."""
+    async def _serve(self, request: node_pb2.ForwardRequest, name: str | None) -> node_pb2.ForwardReply:
+        """Serve one forwarded request (``name`` is its operation) in the task :meth:`_forward` gave
+        it, within its deadline."""
         reply = node_pb2.ForwardReply(id=request.id)
-        name = request.WhichOneof("op")
         hot = self._hot.get(name or "")
         handler = self._ops.get(name or "")
         if name is None or (hot is None and handler is None):

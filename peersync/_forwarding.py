@@ -16,7 +16,7 @@ import itertools
 import logging
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from typing import Final
+from typing import Any, Final
 
 import betterproto2
 from grpclib.client import Channel, Stream
@@ -276,6 +276,17 @@ def failure_from_error(exc: PeersyncError) -> node_pb2.Failure:
     elif isinstance(exc, Fenced):
         failure.term = exc.term
     return failure
+
+
+def reply_result(reply: node_pb2.ForwardReply, peer: str) -> Any:
+    """The result a peer's reply carries; the error it reported, raised; OwnerUnavailable for a
+    reply that carries neither."""
+    name = reply.WhichOneof("result")
+    if name is None:
+        raise OwnerUnavailable(f"{peer!r} sent an empty reply", owner=peer)
+    if name == "failure":
+        raise error_from_failure(reply.failure)
+    return getattr(reply, name)
 
 
 def error_from_failure(failure: node_pb2.Failure) -> PeersyncError:

@@ -31,11 +31,9 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from store import (
-    MAX_TERM,
     Compacted,
     Event,
     Fenced,
-    InvalidArgument,
     LogDiverged,
     LogGap,
     NotOwner,
@@ -46,7 +44,7 @@ from store import (
 )
 
 from . import v1
-from ._forwarding import Forwarder, LinkDown, error_from_failure, failure_from_error
+from ._forwarding import Forwarder, LinkDown, error_from_failure, failure_from_error, reply_result
 from ._limits import Limits
 from ._wire import event_from_pb, event_into_pb, from_pb, image_from_pb, image_into_pb, to_pb
 from .v1 import node_pb2
@@ -66,7 +64,7 @@ _PROBE_TIMEOUT: Final = 1.0
 _LIST_PAGE: Final = 1000
 
 # The forwarding stream's operations this module serves (see node.proto).
-REPLICATION_OPS: Final = ("replicate", "replicate_batch", "fence", "read_log", "export", "install")
+REPLICATION_OPS: Final = frozenset(("replicate", "replicate_batch", "fence", "read_log", "export", "install"))
 
 _Handler = Callable[[Any, node_pb2.ForwardReply], Awaitable[None]]
 
@@ -213,7 +211,7 @@ class Replicator:
         )
         for answer in answers:
             if isinstance(answer, BaseException):
-                if not isinstance(answer, (PeersyncError, LinkDown, TimeoutError)):
+                if not isinstance(answer, PeersyncError):
                     raise answer
                 return False
             if (answer.revision, answer.head_term, answer.term) != (0, 0, 0):
@@ -246,7 +244,7 @@ class Replicator:
             if replicas:
                 needed = min(self.cluster.options.required_acks, len(replicas))
                 message = _replicate_request(namespace, admitted, records)
-                plans[namespace] = _Plan(admitted, message, needed, replicas)
+                plans[namespace] = _Plan(message, needed, replicas)
         if not plans:
             return lost
         by_peer: dict[str, list[str]] = {}
@@ -305,7 +303,7 @@ class Replicator:
         if len(items) == 1:
             [(namespace, plan)] = items
             try:
-                await self._ship(namespace, plan.term, peer, plan.message)
+                await self._ship(namespace, plan.message.term, peer, plan.message)
             except PeersyncError as exc:
                 return {namespace: exc}
             return {namespace: None}
@@ -343,7 +341,7 @@ class Replicator:
                 lock.release()
         for namespace, plan in slow:
             try:
-                await self._ship(namespace, plan.term, peer, plan.message)
+                await self._ship(namespace, plan.message.term, peer, plan.message)
                 results[namespace] = None
             except PeersyncError as exc:
                 results[namespace] = exc
@@ -612,9 +610,6 @@ class Replicator:
                 except PeersyncError as exc:
                     progress.failed += 1
                     log.info("rebalancing %s failed: %s", namespace, exc.detail)
-                except (LinkDown, TimeoutError) as exc:
-                    progress.failed += 1
-                    log.info("rebalancing %s failed: %r", namespace, exc)
                 else:
                     progress.done += 1
                     progress.taken_over += new
@@ -671,7 +666,7 @@ class Replicator:
     async def _sync_quietly(self, namespace: str) -> None:
         try:
             await self.sync_replicas(namespace)
-        except (PeersyncError, LinkDown, TimeoutError) as exc:
+        except PeersyncError as exc:
             log.info("could not bring the replicas of %s up to date: %r", namespace, exc)
 
     # -- a copy: what peers ask of this node -----------------------------------------------------
@@ -688,7 +683,7 @@ class Replicator:
         positions: list[int] = []
         for index, item in enumerate(op.items):
             try:
-                self._check(item.namespace, item.term)
+                self._check(item.namespace)
                 batches.append((item.namespace, [event_from_pb(e) for e in item.events], item.term))
                 positions.append(index)
             except PeersyncError as exc:
@@ -701,42 +696,44 @@ class Replicator:
                 results[index].failure.CopyFrom(failure_from_error(head))
                 continue
             newest = max(newest, term)
-            self._deposed(namespace, term)
-            result = results[index].head
-            result.revision, result.head_term = head
-            result.term = store.term(namespace)
+            self._applied(namespace, term, head, results[index].head)
         if newest:
             self._observe(newest)
 
     async def _apply(self, op: node_pb2.ReplicateRequest, out: node_pb2.CopyHead) -> None:
-        self._check(op.namespace, op.term)
+        self._check(op.namespace)
         records = [event_from_pb(e) for e in op.events]
-        revision, head_term = await self.store.apply_log(op.namespace, records, term=op.term)
+        head = await self.store.apply_log(op.namespace, records, term=op.term)
         self._observe(op.term)
-        self._deposed(op.namespace, op.term)
-        out.revision, out.head_term = revision, head_term
-        out.term = self.store.term(op.namespace)
+        self._applied(op.namespace, op.term, head, out)
+
+    def _applied(self, namespace: str, term: int, head: tuple[int, int], out: node_pb2.CopyHead) -> None:
+        """After records of ``term`` were applied: stop serving the namespace if that term is newer
+        than this node's hold, and answer the copy's head as the apply left it."""
+        self._deposed(namespace, term)
+        out.revision, out.head_term = head
+        out.term = self.store.term(namespace)
 
     async def _on_fence(self, op: node_pb2.FenceRequest, reply: node_pb2.ForwardReply) -> None:
-        self._check(op.namespace, op.term)
+        self._check(op.namespace)
         await self.store.fence(op.namespace, op.term)
         self._observe(op.term)
         self._deposed(op.namespace, op.term)
         _head_into(self.store, op.namespace, reply.fence)
 
     async def _on_read_log(self, op: node_pb2.ReadLogRequest, reply: node_pb2.ForwardReply) -> None:
-        self._check(op.namespace, 0)
+        self._check(op.namespace)
         records = await self.store.log(op.namespace, op.after, max(1, min(op.limit, CATCH_UP_BATCH)))
         reply.read_log.SetInParent()
         for record in records:
             event_into_pb(record, reply.read_log.events.add())
 
     async def _on_export(self, op: node_pb2.ExportRequest, reply: node_pb2.ForwardReply) -> None:
-        self._check(op.namespace, 0)
+        self._check(op.namespace)
         image_into_pb(self.store.export(op.namespace), reply.export)
 
     async def _on_install(self, op: node_pb2.InstallRequest, reply: node_pb2.ForwardReply) -> None:
-        self._check(op.image.namespace, op.image.term)
+        self._check(op.image.namespace)
         image = image_from_pb(op.image)
         # The same owner's older image (sent before records that overtook it) leaves the newer.
         await self.store.install(image, keep_newer=True)
@@ -744,10 +741,9 @@ class Replicator:
         self._deposed(image.namespace, image.term)
         _head_into(self.store, image.namespace, reply.install)
 
-    def _check(self, namespace: str, term: int) -> None:
+    def _check(self, namespace: str) -> None:
+        """What every operation a peer asks of this copy checks first (the store checks terms)."""
         self._limits.namespace(namespace)
-        if not 0 <= term <= MAX_TERM:
-            raise InvalidArgument(f"term must be from 0 to {MAX_TERM}", field="term")
         if self._stopping:
             raise Unavailable("this node is stopping")
 
@@ -766,12 +762,7 @@ class Replicator:
             raise OwnerUnavailable(f"{peer!r} is unreachable: {exc}", owner=peer) from exc
         except TimeoutError as exc:
             raise OwnerUnavailable(f"{peer!r} did not answer within {timeout:g}s", owner=peer) from exc
-        name = reply.WhichOneof("result")
-        if name == "failure":
-            raise error_from_failure(reply.failure)
-        if name is None:
-            raise Unavailable(f"{peer!r} sent an empty reply")
-        return getattr(reply, name)
+        return reply_result(reply, peer)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
@@ -789,10 +780,9 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
 
 @dataclasses.dataclass(slots=True)
 class _Plan:
-    """One namespace of a batch being replicated: its term, its records, and its replicas'
-    answers so far."""
+    """One namespace of a batch being replicated: its records (in the term they are shipped in),
+    and its replicas' answers so far."""
 
-    term: int
     message: node_pb2.ReplicateRequest
     needed: int
     peers: list[str] = dataclasses.field(default_factory=list)

@@ -33,7 +33,7 @@ from ._cluster_watch import ClusterWatch
 from ._codecs import Codec, all_codecs, check_value
 from ._cursors import decode_cursor, encode_cursor
 from ._diff import Diff, diff_entries
-from ._forwarding import FORWARDED, REQUEST_ID, Forwarder, LinkDown, error_from_failure
+from ._forwarding import FORWARDED, REQUEST_ID, Forwarder, LinkDown, reply_result
 from ._limits import Limits
 from ._wire import (
     B,
@@ -517,12 +517,7 @@ class Service:
                 owner=owner,
                 applied_unknown=write,
             ) from exc
-        name = reply.WhichOneof("result")
-        if name is None:
-            raise OwnerUnavailable(f"the owner {owner!r} sent an empty reply", owner=owner)
-        if name == "failure":
-            raise error_from_failure(reply.failure)
-        return getattr(reply, name)
+        return reply_result(reply, owner)
 
     async def _reconcile(self, peer: str) -> None:
         assert self.cluster is not None

@@ -799,7 +799,7 @@ class Store:
                 self._wakeup.clear()
                 held.extend(self._incoming)
                 self._incoming.clear()
-                held = await self._dispatch(held)
+                held = self._dispatch(held)
                 await self._wakeup.wait()
         except asyncio.CancelledError:
             failure = Unavailable("the store stopped before the write was committed")
@@ -808,7 +808,7 @@ class Store:
                 task.cancel()
             raise
 
-    async def _dispatch(self, pending: builtins.list[_Op | _Exclusive]) -> builtins.list[_Op | _Exclusive]:
+    def _dispatch(self, pending: builtins.list[_Op | _Exclusive]) -> builtins.list[_Op | _Exclusive]:
         """Start what can start; return the operations that must wait, in their order. An
         operation waits while a namespace it touches is held by an earlier one, and a write of this
         store's own while a batch of them is in flight (records from elsewhere never do)."""
