@@ -125,6 +125,18 @@ class Admin:
             self._conn = None
 
 
+def start_cluster(nodes: Sequence[PeersyncServer], *, settle: bool = True) -> None:
+    """Spawn ``nodes`` together, wait until each serves and all of them see exactly each other, and
+    with ``settle`` until their rebalancing is done too (see wait_settled)."""
+    for n in nodes:
+        n.spawn()
+    for n in nodes:
+        n.wait_ready()
+    wait_converged(nodes)
+    if settle:
+        wait_settled(nodes)
+
+
 def wait_converged(nodes: Sequence[PeersyncServer], timeout: float = 20.0) -> None:
     """Until every node lists exactly these nodes as alive (others may be listed dead or left)."""
     expected = {n.label for n in nodes}

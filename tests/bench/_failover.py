@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._cluster import Admin, cluster_name, node, owned_by, wait_converged, wait_settled
+from ._cluster import Admin, cluster_name, node, owned_by, start_cluster, wait_converged, wait_settled
 from ._openloop import Connection
 from ._report import markdown
 from ._servers import PeersyncServer, Pinning
@@ -116,12 +116,7 @@ class FailoverBench:
         everyone = list(running.values())
         trials: list[FailoverTrial] = []
         try:
-            for n in running.values():
-                n.spawn()
-            for n in running.values():
-                n.wait_ready()
-            wait_converged(list(running.values()))
-            wait_settled(list(running.values()))
+            start_cluster(everyone)
             print(
                 f"failover ({args.handoff_store}): {', '.join(f'{n.label} pid {n.pid}' for n in everyone)}; "
                 f"{args.failover_trials} trials of kill -9, {args.failover_namespaces} namespaces each",

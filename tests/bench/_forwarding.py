@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._cluster import Admin, cluster_name, node, wait_converged
+from ._cluster import Admin, cluster_name, node, start_cluster
 from ._load import LoadGenerator, Workload, children_cpu, preload
 from ._profile import Profiler, summarize
 from ._report import RouteMeasurement
@@ -69,12 +69,8 @@ class ForwardingBench:
                 for node_id in (OWNER, PEER)
             ]
             try:
-                for n in nodes:
-                    n.spawn()
-                for n in nodes:
-                    n.wait_ready()
+                start_cluster(nodes, settle=False)
                 owner, peer = nodes
-                wait_converged(nodes)
                 print(
                     f"cluster-{store}: {OWNER} on {owner.base_url} (pid {owner.pid}), "
                     f"{PEER} on {peer.base_url} (pid {peer.pid}); CPUs: {OWNER} "

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ._cluster import Admin, cluster_name, node, rebalances, wait_converged, wait_settled
+from ._cluster import Admin, cluster_name, node, rebalances, start_cluster, wait_settled
 from ._openloop import Connection
 from ._report import markdown
 from ._servers import PeersyncServer, Pinning
@@ -97,12 +97,7 @@ class HandoffBench:
         nodes = [self._node(i, redis_url, name, root) for i in NODES]
         joiner = self._node(JOINER, redis_url, name, root)
         try:
-            for n in nodes:
-                n.spawn()
-            for n in nodes:
-                n.wait_ready()
-            wait_converged(nodes)
-            wait_settled(nodes)
+            start_cluster(nodes)
             names = [f"h{i:05d}" for i in range(args.handoff_namespaces)]
             keys = [f"k{i}" for i in range(args.handoff_keys)]
             admin = Admin(nodes[0].base_url)

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ._cluster import cluster_name, node, owned_by, wait_converged, wait_settled
+from ._cluster import cluster_name, node, owned_by, start_cluster
 from ._load import LoadGenerator, Workload, children_cpu, preload
 from ._report import NodesMeasurement, markdown
 from ._servers import PeersyncServer, Pinning, core_note, core_ticks, cpu_times, parse_cpus
@@ -114,12 +114,7 @@ class ReplicationBench:
                 for node_id in NODES
             ]
             try:
-                for n in nodes:
-                    n.spawn()
-                for n in nodes:
-                    n.wait_ready()
-                wait_converged(nodes)
-                wait_settled(nodes)
+                start_cluster(nodes)
                 owned = owned_by(nodes, OWNER, sum(layouts), "bench")
                 cpus = self._pinning.server_cpus or "any", self._replica_pinning.server_cpus or "any"
                 print(
