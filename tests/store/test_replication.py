@@ -63,6 +63,20 @@ class Recorder:
         return [e for e in self.events if e.namespace == namespace]
 
 
+class HeldReplication:
+    """A ``replicate`` hook that holds every batch until ``gate`` is set; ``shown`` has the records
+    it was given."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.shown: list[Event] = []
+
+    async def __call__(self, events: Sequence[Event]) -> Mapping[str, PeersyncError]:
+        self.shown.extend(events)
+        await self.gate.wait()
+        return {}
+
+
 async def all_of(store: Store, namespace: str) -> list[Entry]:
     return list((await store.list(namespace, limit=1000)).entries)
 
@@ -275,25 +289,18 @@ async def test_install_keeps_a_newer_head_of_the_same_term_when_asked(
 async def test_an_install_waits_only_for_its_own_namespace(engine: Engine, peer_engine: Engine) -> None:
     """Installs too must not wait for another namespace's replication: two nodes, each with a
     write waiting for the other and an install queued, would otherwise wait for each other."""
-    gate = asyncio.Event()
-    shown: list[Event] = []
-
-    async def replicate(events: Sequence[Event]) -> Mapping[str, PeersyncError]:
-        shown.extend(events)
-        await gate.wait()
-        return {}
-
-    async with Store(peer_engine.backend()) as leader, Store(engine.backend(), replicate=replicate) as store:
+    held = HeldReplication()
+    async with Store(peer_engine.backend()) as leader, Store(engine.backend(), replicate=held) as store:
         await leader.set(OTHER, "k", b"theirs", "raw")
         await leader.set("third", "k", b"theirs", "raw")
         waiting = asyncio.create_task(store.set(NS, "k", b"mine", "raw"))
-        await eventually(lambda: bool(shown), timeout=5)
+        await eventually(lambda: bool(held.shown), timeout=5)
         try:
             async with asyncio.timeout(5):
                 await store.install(leader.export(OTHER))
                 assert await store.apply_log("third", await leader.log("third", 0, 10), term=0) == (1, 0)
         finally:
-            gate.set()
+            held.gate.set()
         await waiting
         assert (await store.get(OTHER, "k")).value == b"theirs"
 
@@ -431,23 +438,16 @@ async def test_a_write_waiting_for_its_replicas_holds_up_only_its_own_namespace(
 ) -> None:
     """Two owners replicating to each other must not wait for each other: the records one sends
     are applied while this store's own write still waits for its replicas."""
-    gate = asyncio.Event()
-    shown: list[Event] = []
-
-    async def replicate(events: Sequence[Event]) -> Mapping[str, PeersyncError]:
-        shown.extend(events)
-        await gate.wait()
-        return {}
-
-    async with Store(peer_engine.backend()) as leader, Store(engine.backend(), replicate=replicate) as store:
+    held = HeldReplication()
+    async with Store(peer_engine.backend()) as leader, Store(engine.backend(), replicate=held) as store:
         await leader.set(OTHER, "k", b"theirs", "raw")
         waiting = asyncio.create_task(store.set(NS, "k", b"mine", "raw"))
-        await eventually(lambda: bool(shown), timeout=5)
+        await eventually(lambda: bool(held.shown), timeout=5)
         behind = asyncio.create_task(store.set(NS, "j", b"queued", "raw"))
         try:
             await other_namespaces_go_by(leader, store)
         finally:
-            gate.set()
+            held.gate.set()
         (entry, _), (later, _) = await asyncio.gather(waiting, behind)
     # Writes of one namespace still commit in their order.
     assert (entry.revision, later.revision) == (1, 2)
