@@ -119,6 +119,10 @@ def _unpack_event(p: _PackedEvent) -> Event:
     )
 
 
+# Records below the floor a namespace's log may keep before the memory engine cuts them.
+_PRUNE_SLACK = 1024
+
+
 class MemoryBackend:
     """Keeps the log and history in process memory; nothing survives the process."""
 
@@ -157,8 +161,12 @@ class MemoryBackend:
                 self._versions.pop(slot, None)
         for ns, floor in prune.log.items():
             log = self._log[ns]
-            cut = bisect.bisect_right(log, floor, key=_revision)
-            del log[:cut]
+            # Cut in chunks: deleting from the front of a list moves everything after it, so a cut
+            # of a batch's worth at every commit of a hot namespace moved the whole retained log
+            # (10,000 records by default) each time. The store never reads below its floor, so
+            # records kept a little longer are never seen.
+            if log and log[0][3] <= floor - _PRUNE_SLACK:
+                del log[: bisect.bisect_right(log, floor, key=_revision)]
         for slot, oldest_dropped in prune.versions.items():
             history = self._versions.get(slot)
             if history:
