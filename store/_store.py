@@ -169,6 +169,20 @@ class _Txn:
     def term(self, ns: str) -> int:
         return self.terms[ns] if ns in self.terms else self._store.term(ns)
 
+    def position(self, ns: str) -> tuple[int, int, int]:
+        """(revision, head_term, term) of the namespace in this batch: one lookup, where asking
+        for each would make three (a replica asks for every namespace of every batch)."""
+        space = self._store._spaces.get(ns)
+        revision = self.revisions.get(ns)
+        if revision is None:
+            revision, head_term = (0, 0) if space is None else (space.revision, space.head_term)
+        else:
+            head_term = self.head_terms[ns]
+        term = self.terms.get(ns)
+        if term is None:
+            term = 0 if space is None else space.term
+        return revision, head_term, term
+
     def raise_term(self, ns: str, term: int) -> None:
         if term > self.term(ns):
             self.terms[ns] = term
@@ -213,10 +227,7 @@ class _Txn:
 
     def heads(self) -> dict[str, Head]:
         """The new head of every namespace the batch changed."""
-        return {
-            ns: Head(self.revision(ns), self.head_term(ns), self.term(ns))
-            for ns in {*self.revisions, *self.terms}
-        }
+        return {ns: Head(*self.position(ns)) for ns in {*self.revisions, *self.terms}}
 
     def discard(self, namespaces: Collection[str]) -> None:
         """Drop everything the batch did to ``namespaces``. Only once every operation has run: the
@@ -1163,8 +1174,8 @@ def _fail_lost(op: _Op, lost: Mapping[str, PeersyncError]) -> bool:
 def _apply_records(txn: _Txn, namespace: str, events: tuple[Event, ...], term: int) -> tuple[int, int]:
     """Append another store's ``events`` of ``namespace`` (checked by _check_log) to ``txn``;
     raises, having changed nothing, when they cannot follow this store's log."""
-    _check_not_fenced(namespace, term, txn.term(namespace))
-    revision, head_term = txn.revision(namespace), txn.head_term(namespace)
+    revision, head_term, current = txn.position(namespace)
+    _check_not_fenced(namespace, term, current)
     first = events[0].revision if events else revision + 1
     if first <= revision < first + len(events) and events[revision - first].term != head_term:
         raise LogDiverged(
@@ -1191,8 +1202,11 @@ def _apply_records(txn: _Txn, namespace: str, events: tuple[Event, ...], term: i
         )
     for event in fresh:
         txn.append(event)
-    txn.raise_term(namespace, term)
-    return txn.revision(namespace), txn.head_term(namespace)
+    if term > current:
+        txn.terms[namespace] = term
+    if fresh:
+        return fresh[-1].revision, fresh[-1].term
+    return revision, head_term
 
 
 # The largest term a store takes: Lamport clock values of up to 42 bits with a 20-bit node tag,
