@@ -34,6 +34,9 @@ from ._ring import Ring
 
 log = logging.getLogger(__name__)
 
+# Told which namespaces' overrides changed, or None when members changed (anything may have moved).
+PlacementListener = Callable[[frozenset[str] | None], None]
+
 T = TypeVar("T")
 
 Source = Literal["ring", "claim", "pin"]
@@ -143,7 +146,7 @@ class Cluster:
         )
         self._claimed_here: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[PlacementListener] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -178,9 +181,10 @@ class Cluster:
                 await task
         await self.ownership.stop()
 
-    def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
-        """Call ``listener`` whenever placements may have changed (members or overrides); returns
-        the function that stops it."""
+    def on_change(self, listener: PlacementListener) -> Callable[[], None]:
+        """Call ``listener`` whenever placements may have changed; returns the function that stops
+        it. The listener gets the namespaces whose overrides changed (claims and pins move only
+        those), or None when members changed and any namespace may have moved."""
         self._listeners.append(listener)
 
         def stop() -> None:
@@ -189,10 +193,10 @@ class Cluster:
 
         return stop
 
-    def _placements_changed(self) -> None:
+    def _placements_changed(self, namespaces: frozenset[str] | None = None) -> None:
         for listener in list(self._listeners):
             try:
-                listener()
+                listener(namespaces)
             except Exception:
                 log.exception("a placement listener failed")
 
@@ -236,14 +240,14 @@ class Cluster:
     def merge_state(self, state: v1.ClusterState) -> bool:
         """Merge a peer's override table into ours; True when ours changed."""
         self.clock.observe(state.clock)
-        changed = False
+        changed: set[str] = set()
         for wire in state.overrides:
             entry = override_from_wire(wire)
             if entry is not None and self.overrides.merge(entry):
-                changed = True
+                changed.add(entry.namespace)
         if changed:
-            self._overrides_changed()
-        return changed
+            self._overrides_changed(*changed)
+        return bool(changed)
 
     # -- changes ---------------------------------------------------------------------------------
 
@@ -289,7 +293,7 @@ class Cluster:
         entry = Override(namespace, Kind.CLAIM, self.node_id, generation, self.node_id)
         self.overrides.merge(entry)
         self._claimed_here.add(namespace)
-        self._overrides_changed()
+        self._overrides_changed(namespace)
         return entry
 
     async def unclaim(self, namespace: str, *, force: bool = False) -> Override:
@@ -310,7 +314,7 @@ class Cluster:
         self._claimed_here.discard(namespace)
         self.clock.observe(held.clock)
         entry = unclaim(self.overrides, self.clock, self.node_id, namespace)
-        self._overrides_changed()
+        self._overrides_changed(namespace)
         return entry
 
     def pin(self, namespace: str, node: str) -> Override:
@@ -321,7 +325,7 @@ class Cluster:
         if current is not None:
             self.clock.observe(current.clock)
         entry = pin(self.overrides, self.clock, self.node_id, namespace, node)
-        self._overrides_changed()
+        self._overrides_changed(namespace)
         return entry
 
     def unpin(self, namespace: str) -> Override:
@@ -330,7 +334,7 @@ class Cluster:
             raise NotFound(f"namespace {namespace!r} is not pinned")
         self.clock.observe(current.clock)
         entry = unpin(self.overrides, self.clock, self.node_id, namespace)
-        self._overrides_changed()
+        self._overrides_changed(namespace)
         return entry
 
     async def claim_at(self, node: str, namespace: str, *, force: bool = False) -> Override:
@@ -360,7 +364,7 @@ class Cluster:
             raise Unavailable("a peer answered a claim change without the entry")
         self.clock.observe(entry.clock)
         if self.overrides.merge(entry):
-            self._overrides_changed()
+            self._overrides_changed(entry.namespace)
         return entry
 
     async def _call_peer(self, node: str, call: Callable[[v1.NodeStub], Awaitable[T]]) -> T:
@@ -414,8 +418,8 @@ class Cluster:
             log.info("ring %s: %s", self.ring.version, ", ".join(members))
             self._placements_changed()
 
-    def _overrides_changed(self) -> None:
-        self._placements_changed()
+    def _overrides_changed(self, *namespaces: str) -> None:
+        self._placements_changed(frozenset(namespaces))
         lost = [
             ns
             for ns in self._claimed_here

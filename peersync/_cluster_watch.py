@@ -128,8 +128,10 @@ class ClusterWatch:
             self.positions[item.namespace] = item.revision
         return item
 
-    def _check_owners(self) -> None:
+    def _check_owners(self, moved: frozenset[str] | None) -> None:
         for ns, owner in self._owners.items():
+            if moved is not None and ns not in moved:
+                continue
             now = self._cluster.placement(ns).owner
             if now != owner:
                 self._queue.put_nowait(

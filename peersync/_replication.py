@@ -27,7 +27,7 @@ import dataclasses
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from store import (
@@ -75,7 +75,8 @@ class Rebalance:
     ``/v1/cluster/ring`` and ``peersync ring`` show it."""
 
     state: str = "idle"
-    # Namespaces this node owns after the change, and how many of them are settled or failed.
+    # Namespaces this node owns after the change (after a claim or pin: of those it moved), and
+    # how many of them are settled or failed.
     total: int = 0
     done: int = 0
     failed: int = 0
@@ -113,6 +114,10 @@ class Replicator:
         self._limits = Limits()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wanted = asyncio.Event()
+        # What the next rebalance looks at: every namespace (members changed, or the first run),
+        # or only these (their claims or pins changed).
+        self._everything = True
+        self._moved: set[str] = set()
         self.rebalance = Rebalance()
         self.handlers: Mapping[str, _Handler] = {
             "replicate": self._on_replicate,
@@ -559,9 +564,15 @@ class Replicator:
 
     # -- rebalancing -----------------------------------------------------------------------------
 
-    def _placements_changed(self) -> None:
+    def _placements_changed(self, moved: frozenset[str] | None) -> None:
         cluster = self.cluster
-        for namespace in [ns for ns in self._held if cluster.placement(ns).owner != self.node_id]:
+        if moved is None:
+            self._everything = True
+            candidates: Collection[str] = list(self._held)
+        else:
+            self._moved |= moved
+            candidates = [ns for ns in moved if ns in self._held]
+        for namespace in [ns for ns in candidates if cluster.placement(ns).owner != self.node_id]:
             # Stop at once: the new owner is about to fence this node's copy anyway.
             del self._held[namespace]
         self._wanted.set()
@@ -572,29 +583,43 @@ class Replicator:
             # Let a burst of changes (a node's arrival is heard in several steps) settle first.
             await asyncio.sleep(0.2)
             self._wanted.clear()
+            everything, moved = self._everything, self._moved
+            self._everything, self._moved = False, set()
             try:
-                failed = await self._rebalance()
+                failed = await self._rebalance(None if everything else moved)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("rebalancing failed; will retry")
                 failed = 1
-            if failed and not self._wanted.is_set():
-                await asyncio.sleep(1.0)
-                self._wanted.set()
+            if failed:
+                # Again, over the same namespaces (and whatever moved meanwhile).
+                self._everything |= everything
+                self._moved |= moved
+                if not self._wanted.is_set():
+                    await asyncio.sleep(1.0)
+                    self._wanted.set()
 
-    async def _rebalance(self) -> int:
-        """Take over every namespace this node now owns and bring its replicas up to date;
-        returns how many failed."""
+    async def _rebalance(self, only: Collection[str] | None = None) -> int:
+        """Take over every namespace this node now owns (of ``only``, when given: a claim or pin
+        moves just its namespace, so nothing else is listed or probed) and bring its replicas up
+        to date; returns how many failed."""
         cluster = self.cluster
-        names = set(await self._namespaces_here())
-        for peer in cluster.ring.members:
-            if peer != self.node_id:
-                try:
-                    names |= await self._namespaces_of(peer)
-                except PeersyncError as exc:
-                    log.info("cannot list the namespaces of %s while rebalancing: %s", peer, exc.detail)
+        if only is None:
+            names = set(await self._namespaces_here())
+            for peer in cluster.ring.members:
+                if peer != self.node_id:
+                    try:
+                        names |= await self._namespaces_of(peer)
+                    except PeersyncError as exc:
+                        log.info("cannot list the namespaces of %s while rebalancing: %s", peer, exc.detail)
+        else:
+            names = set(only)
         mine = sorted(ns for ns in names if cluster.placement(ns).owner == self.node_id)
+        if only is not None and not mine:
+            # Moved away from here, or between two other nodes: the hold went already.
+            self._forget_released()
+            return 0
         progress = self.rebalance = Rebalance(
             state="running", total=len(mine), started_at=time.time(), runs=self.rebalance.runs + 1
         )

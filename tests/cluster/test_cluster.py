@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from typing import Any
 
 import pytest
 
@@ -154,6 +155,67 @@ async def test_pin_moves_ownership_and_unpin_restores_it(harness: Harness) -> No
         assert client.delete(f"/v1/cluster/pins/{ns}").status_code == 200
     await eventually(lambda: all(harness.owner(n, ns)["owner"] == ring_owner for n in "abc"), timeout=5)
     assert all(harness.owner(n, ns)["source"] == "ring" for n in "abc")
+
+
+def rebalance_of(h: Harness, node_id: str) -> dict[str, Any]:
+    progress: dict[str, Any] = h.get(node_id, "/v1/cluster/ring").json()["rebalance"]
+    return progress
+
+
+async def settled(h: Harness, node_ids: str, timeout: float) -> dict[str, dict[str, Any]]:
+    """Every node's rebalance idle, and the same on two looks 0.5 s apart (one may start a little
+    after a change is heard)."""
+
+    def look() -> dict[str, dict[str, Any]]:
+        return {n: rebalance_of(h, n) for n in node_ids}
+
+    async def quiet() -> bool:
+        first = look()
+        await asyncio.sleep(0.5)
+        return all(p["state"] == "idle" for p in first.values()) and look() == first
+
+    await eventually(quiet, timeout)
+    return look()
+
+
+async def test_a_pin_rebalances_only_the_pinned_namespace(harness: Harness) -> None:
+    """Moving one namespace does not make every node list and probe all the namespaces it owns:
+    only the new owner takes over, and only that namespace."""
+    form(harness, "a", "b", "c")
+    await converged(harness, {"a", "b", "c"}, timeout=5)
+    with harness.http("a") as client:
+        for ns in NAMESPACES:
+            assert client.put(f"/v1/namespaces/{ns}/keys/k", json={"value": ns}).status_code == 201
+    ns = NAMESPACES[0]
+    ring_owner = harness.owner("a", ns)["owner"]
+    target = next(n for n in "abc" if n != ring_owner)
+    owned = [n for n in NAMESPACES if harness.owner("a", n)["owner"] == target]
+    assert len(owned) >= 2, "the new owner owns others, which a full rebalance would count"
+    before = await settled(harness, "abc", timeout=10)
+
+    with harness.http("c") as client:
+        assert client.put(f"/v1/cluster/pins/{ns}", json={"node": target}).status_code == 200
+    await eventually(lambda: rebalance_of(harness, target)["runs"] > before[target]["runs"], timeout=5)
+    after = await settled(harness, "abc", timeout=10)
+    moved = after[target]
+    assert moved["runs"] == before[target]["runs"] + 1
+    assert (moved["total"], moved["done"], moved["taken_over"], moved["failed"]) == (1, 1, 1, 0), moved
+    for other in "abc":
+        if other != target:
+            assert after[other] == before[other], f"{other} ran a rebalance for a pin that is not its"
+    with harness.http("b") as client:
+        got = client.get(f"/v1/namespaces/{ns}/keys/k")
+        assert got.status_code == 200, got.text
+        assert got.json()["value"] == ns
+        assert client.put(f"/v1/namespaces/{ns}/keys/k2", json={"value": 2}).status_code == 201
+
+    # Unpinning moves it back: again one namespace, on its ring owner alone.
+    with harness.http("a") as client:
+        assert client.delete(f"/v1/cluster/pins/{ns}").status_code == 200
+    await eventually(lambda: rebalance_of(harness, ring_owner)["runs"] > after[ring_owner]["runs"], timeout=5)
+    back = (await settled(harness, "abc", timeout=10))[ring_owner]
+    assert (back["total"], back["done"], back["taken_over"], back["failed"]) == (1, 1, 1, 0), back
+    assert harness.get("c", f"/v1/namespaces/{ns}/keys/k2").json()["value"] == 2
 
 
 async def test_claim_survives_a_restart_of_the_whole_cluster(harness: Harness) -> None:
