@@ -119,8 +119,8 @@ def _unpack_event(p: _PackedEvent) -> Event:
     )
 
 
-# Records below the floor a namespace's log may keep before the memory engine cuts them.
-_PRUNE_SLACK = 1024
+# The memory engine cuts a namespace's log once the records past its floor are 1/2**this of it.
+_PRUNE_SHARE_BITS = 3
 
 
 class MemoryBackend:
@@ -163,9 +163,10 @@ class MemoryBackend:
             log = self._log[ns]
             # Cut in chunks: deleting from the front of a list moves everything after it, so a cut
             # of a batch's worth at every commit of a hot namespace moved the whole retained log
-            # (10,000 records by default) each time. The store never reads below its floor, so
-            # records kept a little longer are never seen.
-            if log and log[0][3] <= floor - _PRUNE_SLACK:
+            # (10,000 records by default) each time. Records past the floor wait until they are an
+            # eighth of the log; the store checks its floor before it reads the log, so records
+            # kept a little longer are never served.
+            if log and log[0][3] <= floor - (len(log) >> _PRUNE_SHARE_BITS):
                 del log[: bisect.bisect_right(log, floor, key=_revision)]
         for slot, oldest_dropped in prune.versions.items():
             history = self._versions.get(slot)
