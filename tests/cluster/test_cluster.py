@@ -172,7 +172,8 @@ async def settled(h: Harness, node_ids: str, timeout: float) -> dict[str, dict[s
     async def quiet() -> bool:
         first = look()
         await asyncio.sleep(0.5)
-        return all(p["state"] == "idle" for p in first.values()) and look() == first
+        # A failed run retries a little later and shows idle meanwhile: wait for clean runs.
+        return all(p["state"] == "idle" and p["failed"] == 0 for p in first.values()) and look() == first
 
     await eventually(quiet, timeout)
     return look()
