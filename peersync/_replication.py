@@ -238,30 +238,50 @@ class Replicator:
         by_namespace: dict[str, list[Event]] = {}
         for event in events:
             by_namespace.setdefault(event.namespace, []).append(event)
+        if self._paused():
+            paused = Unavailable(
+                "this node's event loop stood still long enough for the others to declare it dead; "
+                "it takes its namespaces over again before it writes; retry"
+            )
+            return dict.fromkeys(by_namespace, paused)
         lost: dict[str, PeersyncError] = {}
         plans: dict[str, _Plan] = {}
+        # Each replica's message, built in place: the records of a namespace are encoded once,
+        # into the message of its first replica, and copied for any other.
+        requests: dict[str, node_pb2.ForwardRequest] = {}
+        by_peer: dict[str, list[str]] = {}
         for namespace, records in by_namespace.items():
             admitted = self._admit(namespace, records)
             if isinstance(admitted, PeersyncError):
                 lost[namespace] = admitted
                 continue
             replicas = self._replicas(namespace)
-            if replicas:
-                needed = min(self.cluster.options.required_acks, len(replicas))
-                message = _replicate_request(namespace, admitted, records)
-                plans[namespace] = _Plan(message, needed, replicas)
+            if not replicas:
+                continue
+            message: node_pb2.ReplicateRequest | None = None
+            for peer in replicas:
+                request = requests.get(peer)
+                if request is None:
+                    request = requests[peer] = node_pb2.ForwardRequest()
+                item = request.replicate_batch.items.add()
+                if message is None:
+                    _fill_replicate_request(item, namespace, admitted, records)
+                    message = item
+                else:
+                    item.CopyFrom(message)
+                by_peer.setdefault(peer, []).append(namespace)
+            assert message is not None
+            plans[namespace] = _Plan(
+                message, min(self.cluster.options.required_acks, len(replicas)), replicas
+            )
         if not plans:
             return lost
-        by_peer: dict[str, list[str]] = {}
-        for namespace, plan in plans.items():
-            for peer in plan.peers:
-                by_peer.setdefault(peer, []).append(namespace)
 
         def settled() -> bool:
             return all(p.acked >= p.needed or p.acked + p.pending < p.needed for p in plans.values())
 
         async def to(peer: str, names: list[str]) -> None:
-            results = await self._ship_many(peer, [(ns, plans[ns]) for ns in names])
+            results = await self._ship_many(peer, [(ns, plans[ns]) for ns in names], requests[peer])
             for namespace, error in results.items():
                 plan = plans[namespace]
                 if error is None:
@@ -283,12 +303,8 @@ class Replicator:
         return lost
 
     def _admit(self, namespace: str, records: list[Event]) -> int | PeersyncError:
-        """The term to ship ``records`` in, or why this node must not write them."""
-        if self._paused():
-            return Unavailable(
-                "this node's event loop stood still long enough for the others to declare it dead; "
-                "it takes its namespaces over again before it writes; retry"
-            )
+        """The term to ship ``records`` in, or why this node must not write them (a paused loop
+        is checked once per batch, by the caller)."""
         term = self._held.get(namespace)
         if term is None or self.store.term(namespace) != term:
             self._held.pop(namespace, None)
@@ -302,9 +318,12 @@ class Replicator:
         self._shipped[namespace] = (term, records[-1].revision)
         return term
 
-    async def _ship_many(self, peer: str, items: list[tuple[str, _Plan]]) -> dict[str, PeersyncError | None]:
-        """Ship every item's records to ``peer`` in one message; items it refused for lagging or
-        diverging are then caught up and shipped one by one."""
+    async def _ship_many(
+        self, peer: str, items: list[tuple[str, _Plan]], request: node_pb2.ForwardRequest
+    ) -> dict[str, PeersyncError | None]:
+        """Ship every item's records to ``peer`` in one message (``request``, whose batch holds
+        them in this order); items it refused for lagging or diverging are then caught up and
+        shipped one by one."""
         if len(items) == 1:
             [(namespace, plan)] = items
             try:
@@ -318,9 +337,8 @@ class Replicator:
         for lock in locks:
             await lock.acquire()
         try:
-            batch = node_pb2.ReplicateBatch(items=[plan.message for _, plan in items])
             try:
-                reply = await self._send(peer, _request(replicate_batch=batch))
+                reply = await self._send(peer, request)
             except PeersyncError as exc:
                 return {ns: exc for ns, _ in items}
             answers = list(reply.results)
@@ -824,10 +842,18 @@ def _request(**op: Any) -> node_pb2.ForwardRequest:
 
 
 def _replicate_request(namespace: str, term: int, events: Sequence[Event]) -> node_pb2.ReplicateRequest:
-    message = node_pb2.ReplicateRequest(namespace=namespace, term=term)
-    for event in events:
-        event_into_pb(event, message.events.add())
+    message = node_pb2.ReplicateRequest()
+    _fill_replicate_request(message, namespace, term, events)
     return message
+
+
+def _fill_replicate_request(
+    out: node_pb2.ReplicateRequest, namespace: str, term: int, events: Sequence[Event]
+) -> None:
+    out.namespace = namespace
+    out.term = term
+    for event in events:
+        event_into_pb(event, out.events.add())
 
 
 def _head_into(store: Store, namespace: str, out: node_pb2.CopyHead) -> None:
