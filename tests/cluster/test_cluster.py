@@ -7,6 +7,7 @@ import signal
 import time
 from typing import Any
 
+import httpx
 import pytest
 
 from peersync._address import Address
@@ -157,26 +158,22 @@ async def test_pin_moves_ownership_and_unpin_restores_it(harness: Harness) -> No
     assert all(harness.owner(n, ns)["source"] == "ring" for n in "abc")
 
 
-def rebalance_of(h: Harness, node_id: str) -> dict[str, Any]:
-    progress: dict[str, Any] = h.get(node_id, "/v1/cluster/ring").json()["rebalance"]
-    return progress
-
-
-async def settled(h: Harness, node_ids: str, timeout: float) -> dict[str, dict[str, Any]]:
+async def settled(h: Harness, client: httpx.AsyncClient, node_ids: str, timeout: float) -> dict[str, Any]:
     """Every node's rebalance idle, and the same on two looks 0.5 s apart (one may start a little
     after a change is heard)."""
 
-    def look() -> dict[str, dict[str, Any]]:
-        return {n: rebalance_of(h, n) for n in node_ids}
+    async def look() -> dict[str, Any]:
+        return {n: await h.rebalance(client, n) for n in node_ids}
 
     async def quiet() -> bool:
-        first = look()
+        first = await look()
         await asyncio.sleep(0.5)
         # A failed run retries a little later and shows idle meanwhile: wait for clean runs.
-        return all(p["state"] == "idle" and p["failed"] == 0 for p in first.values()) and look() == first
+        clean = all(p is not None and p["state"] == "idle" and p["failed"] == 0 for p in first.values())
+        return clean and await look() == first
 
     await eventually(quiet, timeout)
-    return look()
+    return await look()
 
 
 async def test_a_pin_rebalances_only_the_pinned_namespace(harness: Harness) -> None:
@@ -192,30 +189,36 @@ async def test_a_pin_rebalances_only_the_pinned_namespace(harness: Harness) -> N
     target = next(n for n in "abc" if n != ring_owner)
     owned = [n for n in NAMESPACES if harness.owner("a", n)["owner"] == target]
     assert len(owned) >= 2, "the new owner owns others, which a full rebalance would count"
-    before = await settled(harness, "abc", timeout=10)
 
-    with harness.http("c") as client:
-        assert client.put(f"/v1/cluster/pins/{ns}", json={"node": target}).status_code == 200
-    await eventually(lambda: rebalance_of(harness, target)["runs"] > before[target]["runs"], timeout=5)
-    after = await settled(harness, "abc", timeout=10)
-    moved = after[target]
-    assert moved["runs"] == before[target]["runs"] + 1
-    assert (moved["total"], moved["done"], moved["taken_over"], moved["failed"]) == (1, 1, 1, 0), moved
-    for other in "abc":
-        if other != target:
-            assert after[other] == before[other], f"{other} ran a rebalance for a pin that is not its"
-    with harness.http("b") as client:
-        got = client.get(f"/v1/namespaces/{ns}/keys/k")
-        assert got.status_code == 200, got.text
-        assert got.json()["value"] == ns
-        assert client.put(f"/v1/namespaces/{ns}/keys/k2", json={"value": 2}).status_code == 201
+    async with httpx.AsyncClient(timeout=5) as progress:
 
-    # Unpinning moves it back: again one namespace, on its ring owner alone.
-    with harness.http("a") as client:
-        assert client.delete(f"/v1/cluster/pins/{ns}").status_code == 200
-    await eventually(lambda: rebalance_of(harness, ring_owner)["runs"] > after[ring_owner]["runs"], timeout=5)
-    back = (await settled(harness, "abc", timeout=10))[ring_owner]
-    assert (back["total"], back["done"], back["taken_over"], back["failed"]) == (1, 1, 1, 0), back
+        async def ran_again(node_id: str, runs: int) -> bool:
+            answer = await harness.rebalance(progress, node_id)
+            return answer is not None and answer["runs"] > runs
+
+        before = await settled(harness, progress, "abc", timeout=10)
+        with harness.http("c") as client:
+            assert client.put(f"/v1/cluster/pins/{ns}", json={"node": target}).status_code == 200
+        await eventually(lambda: ran_again(target, before[target]["runs"]), timeout=5)
+        after = await settled(harness, progress, "abc", timeout=10)
+        moved = after[target]
+        assert moved["runs"] == before[target]["runs"] + 1
+        assert (moved["total"], moved["done"], moved["taken_over"], moved["failed"]) == (1, 1, 1, 0), moved
+        for other in "abc":
+            if other != target:
+                assert after[other] == before[other], f"{other} ran a rebalance for a pin that is not its"
+        with harness.http("b") as client:
+            got = client.get(f"/v1/namespaces/{ns}/keys/k")
+            assert got.status_code == 200, got.text
+            assert got.json()["value"] == ns
+            assert client.put(f"/v1/namespaces/{ns}/keys/k2", json={"value": 2}).status_code == 201
+
+        # Unpinning moves it back: again one namespace, on its ring owner alone.
+        with harness.http("a") as client:
+            assert client.delete(f"/v1/cluster/pins/{ns}").status_code == 200
+        await eventually(lambda: ran_again(ring_owner, after[ring_owner]["runs"]), timeout=5)
+        back = (await settled(harness, progress, "abc", timeout=10))[ring_owner]
+        assert (back["total"], back["done"], back["taken_over"], back["failed"]) == (1, 1, 1, 0), back
     assert harness.get("c", f"/v1/namespaces/{ns}/keys/k2").json()["value"] == 2
 
 
