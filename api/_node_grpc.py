@@ -94,9 +94,16 @@ class NodeService(v1.NodeBase):
             try:
                 async for batch in stream:
                     for request in batch.requests:
+                        name = request.WhichOneof("op")
+                        if name == "get":
+                            # Most reads are answered from memory at once: no task, no timer.
+                            answered = self._get_now(request)
+                            if answered is not None:
+                                ready.append(answered)
+                                wakeup.set()
+                                continue
                         # Replication never waits behind forwarded writes: those may be waiting
                         # for the very replication the sender asks for on the other stream.
-                        name = request.WhichOneof("op")
                         slotted = name not in REPLICATION_OPS
                         if slotted:
                             await slots.acquire()
@@ -180,6 +187,28 @@ class NodeService(v1.NodeBase):
             FORWARDED.reset(token)
         reply = node_pb2.ForwardReply(id=request.id)
         reply.failure.CopyFrom(failure)
+        return reply
+
+    def _get_now(self, request: node_pb2.ForwardRequest) -> node_pb2.ForwardReply | None:
+        """The reply to a forwarded get if this node can give it without waiting (see
+        :meth:`~peersync.Service.get_held`), else None: then it is served as any other request."""
+        op = request.get
+        caller = request.caller
+        log.debug("forwarded get from %s request_id=%s", caller.origin, caller.request_id)
+        reply = node_pb2.ForwardReply(id=request.id)
+        try:
+            entry = self._node.service.get_held(op.namespace, op.key)
+        except PeersyncError as exc:
+            reply.failure.CopyFrom(failure_from_error(exc))
+            return reply
+        except Exception:
+            log.exception("forwarded get failed")
+            reply.failure.reason = "INTERNAL"
+            reply.failure.detail = "the owner failed to handle the request; see its log"
+            return reply
+        if entry is None:
+            return None
+        entry_into_pb(entry, reply.get.entry)
         return reply
 
     async def _bridged(

@@ -50,7 +50,7 @@ from ._wire import (
 from .v1 import kv_pb2, node_pb2
 
 if TYPE_CHECKING:
-    from ._cluster import Cluster
+    from ._cluster import Cluster, Placement
     from ._replication import Replicator
 
 log = logging.getLogger(__name__)
@@ -99,15 +99,43 @@ class Service:
     # -- keys ------------------------------------------------------------------------------------
 
     async def get(self, namespace: str, key: str) -> Entry:
-        lim = self.limits
-        lim.namespace(namespace)
-        lim.key(key)
+        place = self._read_placement(namespace, key)
+        entry = self._held_entry(namespace, key, place)
+        if entry is not None:
+            return entry
         return await self._routed(
             namespace,
             lambda: self.store.get(namespace, key),
             lambda: node_pb2.ForwardRequest(get=kv_pb2.GetRequest(namespace=namespace, key=key)),
             lambda r: entry_from_pb(r.entry),
+            place=place,
         )
+
+    def get_held(self, namespace: str, key: str) -> Entry | None:
+        """:meth:`get` when this node can answer at once, without awaiting anything: it owns
+        ``namespace`` and holds it (caught up), or it is not in a cluster. None when the answer
+        takes more (forwarding, a takeover, a probe of the other members); :meth:`get` does that.
+        Raises what :meth:`get` raises for invalid names and keys that are not there."""
+        return self._held_entry(namespace, key, self._read_placement(namespace, key))
+
+    def _read_placement(self, namespace: str, key: str) -> Placement | None:
+        """Check a read's names; the namespace's placement (None outside a cluster)."""
+        lim = self.limits
+        lim.namespace(namespace)
+        lim.key(key)
+        return self.cluster.placement(namespace) if self.cluster is not None else None
+
+    def _held_entry(self, namespace: str, key: str, place: Placement | None) -> Entry | None:
+        """The entry of ``key`` if this node owns (by ``place``, None outside a cluster) and holds
+        ``namespace``; None if answering takes more."""
+        cluster = self.cluster
+        if cluster is not None:
+            if place is None or place.owner != cluster.node_id:
+                return None
+            replicator = self.replicator
+            if replicator is not None and not replicator.holds(namespace):
+                return None
+        return self.store.get_now(namespace, key)
 
     async def set(
         self,
@@ -438,13 +466,16 @@ class Service:
         parse: Callable[[Any], T],
         *,
         write: bool = False,
+        place: Placement | None = None,
     ) -> T:
         """Serve ``local()`` if this node owns ``namespace``, else forward ``request()`` to the owner
-        and ``parse`` its reply. A forwarded write is retried only when it provably did not apply."""
+        and ``parse`` its reply. A forwarded write is retried only when it provably did not apply.
+        ``place`` is the namespace's placement if the caller just looked it up."""
         cluster = self.cluster
         if cluster is None:
             return await local()
-        place = cluster.placement(namespace)
+        if place is None:
+            place = cluster.placement(namespace)
         if place.owner == cluster.node_id:
             return await self._here(namespace, local, write=write)
         if FORWARDED.get() is not None:

@@ -438,6 +438,11 @@ class Store:
 
     async def get(self, namespace: str, key: str) -> Entry:
         """The live entry of ``key``, following an alias of that name to its target."""
+        return self.get_now(namespace, key)
+
+    def get_now(self, namespace: str, key: str) -> Entry:
+        """:meth:`get` without a coroutine: reads come from memory, so a caller serving many of
+        them in one loop turn (forwarded reads) needs neither a task nor an await per read."""
         space = self._spaces.get(namespace)
         if space is not None:
             alias = space.aliases.get(key)

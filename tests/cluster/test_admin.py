@@ -109,6 +109,15 @@ async def test_forwarded_reads_and_the_request_id_reach_the_owner(harness: Harne
         assert client.get(f"/v1/namespaces/{ns}/snapshot", headers={"if-none-match": etag}).status_code == 304
         assert client.put(f"/v1/namespaces/{ns}/aliases/current", json={"target": "cfg"}).status_code == 200
         assert client.get(f"/v1/namespaces/{ns}/keys/current").json()["value"] == {"v": 2}
+        # A plain read is answered by the owner at once, without a task of its own: the same
+        # answers, errors and trace.
+        got = client.get(f"/v1/namespaces/{ns}/keys/cfg", headers={"x-request-id": "trace-get"})
+        assert got.status_code == 200, got.text
+        assert (got.json()["value"], got.headers["etag"]) == ({"v": 2}, '"3"')
+        missing = client.get(f"/v1/namespaces/{ns}/keys/absent")
+        assert missing.status_code == 404, missing.text
+        assert missing.json()["reason"] == "NOT_FOUND"
     owner_log = "\n".join(harness.nodes["b"].lines)
     for i in range(3):
         assert f"forwarded set from a request_id=trace-{i}" in owner_log
+    assert "forwarded get from a request_id=trace-get" in owner_log

@@ -343,7 +343,8 @@ async def test_forged_gossip_changes_nothing(harness: Harness) -> None:
     assert harness.alive_view("a") == {"a", "b"}
 
 
-async def test_divergent_views_cause_no_forwarding_loop(harness: Harness) -> None:
+@pytest.mark.parametrize("method", ["PUT", "GET"])
+async def test_divergent_views_cause_no_forwarding_loop(harness: Harness, method: str) -> None:
     # Slow anti-entropy, so that the two nodes disagree for a while.
     slow = ("--heartbeat-interval", "5", "--suspect-after", "20", "--dead-after", "5")
     form(harness, "a", "b", args=slow)
@@ -358,11 +359,17 @@ async def test_divergent_views_cause_no_forwarding_loop(harness: Harness) -> Non
     for writer in "ab":
         with harness.http(writer) as client:
             started = time.monotonic()
-            answer = client.put(f"/v1/namespaces/{ns}/keys/{writer}", json={"value": 1})
+            if method == "PUT":
+                answer = client.put(f"/v1/namespaces/{ns}/keys/{writer}", json={"value": 1})
+            else:
+                # A read the receiver would answer at once if it owned the namespace: it does not.
+                answer = client.get(f"/v1/namespaces/{ns}/keys/{writer}")
             assert time.monotonic() - started < 5
-        assert answer.status_code in (201, 503), answer.text
+        assert answer.status_code in ((201, 503) if method == "PUT" else (404, 503)), answer.text
         if answer.status_code == 503:
             assert answer.json()["reason"] == "NOT_OWNER"
+        elif method == "GET":
+            assert answer.json()["reason"] == "NOT_FOUND"
     # The first request made the nodes reconcile: now they agree and a write succeeds everywhere.
     assert harness.owner("a", ns)["owner"] == harness.owner("b", ns)["owner"]
     for writer in "ab":
