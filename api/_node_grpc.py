@@ -179,9 +179,7 @@ class NodeService(v1.NodeBase):
             )
         except Exception:
             log.exception("forwarded %s failed", name)
-            failure = node_pb2.Failure(
-                reason="INTERNAL", detail="the owner failed to handle the request; see its log"
-            )
+            failure = _internal_failure()
         finally:
             timer.cancel()
             FORWARDED.reset(token)
@@ -203,8 +201,7 @@ class NodeService(v1.NodeBase):
             return reply
         except Exception:
             log.exception("forwarded get failed")
-            reply.failure.reason = "INTERNAL"
-            reply.failure.detail = "the owner failed to handle the request; see its log"
+            reply.failure.CopyFrom(_internal_failure())
             return reply
         if entry is None:
             return None
@@ -276,6 +273,11 @@ class NodeService(v1.NodeBase):
             raise GRPCError(Status.INTERNAL, "INTERNAL: the node watch failed") from exc
         finally:
             FORWARDED.reset(token)
+
+
+def _internal_failure() -> node_pb2.Failure:
+    """What a forwarded request that failed on a bug of this node answers (the log has the rest)."""
+    return node_pb2.Failure(reason="INTERNAL", detail="the owner failed to handle the request; see its log")
 
 
 class _Deadline:
