@@ -191,21 +191,19 @@ class NodeService(v1.NodeBase):
         """The reply to a forwarded get if this node can give it without waiting (see
         :meth:`~peersync.Service.get_held`), else None: then it is served as any other request."""
         op = request.get
-        caller = request.caller
-        log.debug("forwarded get from %s request_id=%s", caller.origin, caller.request_id)
         reply = node_pb2.ForwardReply(id=request.id)
         try:
             entry = self._node.service.get_held(op.namespace, op.key)
+            if entry is None:
+                return None  # the task that serves it logs it
+            entry_into_pb(entry, reply.get.entry)
         except PeersyncError as exc:
             reply.failure.CopyFrom(failure_from_error(exc))
-            return reply
         except Exception:
             log.exception("forwarded get failed")
             reply.failure.CopyFrom(_internal_failure())
-            return reply
-        if entry is None:
-            return None
-        entry_into_pb(entry, reply.get.entry)
+        caller = request.caller
+        log.debug("forwarded get from %s request_id=%s", caller.origin, caller.request_id)
         return reply
 
     async def _bridged(
