@@ -151,6 +151,8 @@ def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
         raise InvalidArgument(f"invalid request body: {text}", field=field) from exc
     except msgspec.DecodeError as exc:
         raise InvalidArgument(f"request body is not valid JSON: {exc}", field="body") from exc
+    except RecursionError as exc:
+        raise InvalidArgument("request body is nested too deeply", field="body") from exc
 
 
 def _is_json(content_type: str) -> bool:

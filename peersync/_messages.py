@@ -172,10 +172,11 @@ def decode(data: bytes, cluster: str, secret: bytes | None) -> Message:
     if len(data) > MAX_MESSAGE_BYTES:
         raise BadMessage("too_large", f"{len(data)} bytes")
     unsigned, sig = _split(bytes(data))
-    # msgspec reports invalid UTF-8 inside a string as UnicodeDecodeError, not DecodeError.
+    # msgspec reports invalid UTF-8 inside a string as UnicodeDecodeError, not DecodeError, and
+    # nesting deeper than the interpreter's recursion limit as RecursionError.
     try:
         header = _HEADER.decode(unsigned)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise BadMessage("malformed", str(exc)) from exc
     if header.v != VERSION:
         raise BadMessage("version", f"version {header.v}")
@@ -188,7 +189,7 @@ def decode(data: bytes, cluster: str, secret: bytes | None) -> Message:
             raise BadMessage("bad_signature")
     try:
         envelope = _ENVELOPE.decode(unsigned)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise BadMessage("malformed", str(exc)) from exc
     if _sender_of(envelope.body) != envelope.sender:
         raise BadMessage("sender_mismatch", f"{envelope.sender!r} speaking for {_sender_of(envelope.body)!r}")

@@ -12,6 +12,8 @@ import pytest
 from tests.support import eventually
 
 KEYS = "/v1/namespaces/app/keys"
+# A JSON array nested far deeper than any parser's recursion limit, well under the size limit.
+DEEP = b"[" * 100_000 + b"]" * 100_000
 
 
 def assert_problem(
@@ -274,6 +276,48 @@ async def test_namespaces_codecs_health_schema(client: httpx.AsyncClient) -> Non
             400,
             "INVALID_ARGUMENT",
             "value",
+        ),
+        # NaN and Infinity are not JSON: a GET would return them inside its JSON body.
+        (
+            "put",
+            f"{KEYS}/k",
+            {"content": b"[1, NaN]", "params": {"codec": "json"}},
+            400,
+            "INVALID_ARGUMENT",
+            "value",
+        ),
+        (
+            "put",
+            f"{KEYS}/k",
+            {"content": b"-Infinity", "params": {"codec": "json"}},
+            400,
+            "INVALID_ARGUMENT",
+            "value",
+        ),
+        # Nesting past the parser's recursion limit, as a raw value and inside a JSON body.
+        (
+            "put",
+            f"{KEYS}/k",
+            {"content": DEEP, "params": {"codec": "json"}},
+            400,
+            "INVALID_ARGUMENT",
+            "value",
+        ),
+        (
+            "put",
+            f"{KEYS}/k",
+            {"content": DEEP, "params": {"codec": "yaml"}},
+            400,
+            "INVALID_ARGUMENT",
+            "value",
+        ),
+        (
+            "put",
+            f"{KEYS}/k",
+            {"content": b'{"value":' + DEEP + b"}", "headers": {"content-type": "application/json"}},
+            400,
+            "INVALID_ARGUMENT",
+            "body",
         ),
         (
             "put",

@@ -105,6 +105,13 @@ def test_oversized_is_refused_before_parsing() -> None:
         b'{"v":1,"cluster":"blue","sig":null}',
         b'{"v":"1","cluster":"blue","sender":"a","sent_at_ms":0,"body":{},"sig":null}',
         b'{"v":1,"cluster":"blue","sender":"a","sent_at_ms":0,"body":{"kind":"gossip"},"sig":null}',
+        # Nesting deeper than the interpreter's recursion limit, in a field the header skips and
+        # in the body.
+        b'{"v":1,"extra":' + b"[" * 30_000 + b"]" * 30_000 + b',"sig":null}',
+        b'{"v":1,"cluster":"blue","sender":"a","sent_at_ms":0,"body":'
+        + b"[" * 30_000
+        + b"]" * 30_000
+        + b',"sig":null}',
     ],
 )
 def test_garbage_is_malformed(data: bytes) -> None:
