@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError, StreamTerminatedError
@@ -41,6 +41,10 @@ T = TypeVar("T")
 
 Source = Literal["ring", "claim", "pin"]
 
+# Placements and parsed member addresses kept between changes; namespace names come from clients,
+# so both caches start over when full rather than grow without bound.
+_PLACEMENTS_KEPT: Final = 65536
+_ADDRESSES_KEPT: Final = 1024
 _KINDS = {Kind.CLAIM: v1.OverrideKind.CLAIM, Kind.PIN: v1.OverrideKind.PIN}
 _KINDS_BACK = {wire: kind for kind, wire in _KINDS.items()}
 
@@ -132,6 +136,11 @@ class Cluster:
         )
         self.ring = Ring([options.node_id])
         self._present = frozenset(self.ring.members)
+        # Placements computed from this ring and this version of the override table (every
+        # request asks, both the node it reaches and the owner a request is forwarded to).
+        self._placements: dict[str, Placement] = {}
+        self._placements_of = (self.ring, self.overrides.version)
+        self._addresses: dict[str, Address] = {}
         self._transport = transport or _transport_for(options)
         self.gossip = Gossip(
             self._transport,
@@ -203,12 +212,25 @@ class Cluster:
     # -- reading ---------------------------------------------------------------------------------
 
     def placement(self, namespace: str) -> Placement:
+        ring, version = self._placements_of
+        if ring is self.ring and version == self.overrides.version:
+            place = self._placements.get(namespace)
+            if place is not None:
+                return place
+            if len(self._placements) >= _PLACEMENTS_KEPT:
+                self._placements.clear()
+        else:
+            self._placements.clear()
+            self._placements_of = (self.ring, self.overrides.version)
         override = self.overrides.effective(namespace)
         if override is not None and override.node is not None:
             present = override.node in self._present
-            return Placement(namespace, override.node, override.kind.value, present)
-        owner = self.ring.owner_of(namespace)
-        return Placement(namespace, owner, "ring", owner is not None)
+            place = Placement(namespace, override.node, override.kind.value, present)
+        else:
+            owner = self.ring.owner_of(namespace)
+            place = Placement(namespace, owner, "ring", owner is not None)
+        self._placements[namespace] = place
+        return place
 
     def placement_at(self, namespace: str, owner: str) -> Placement:
         """A placement naming ``owner`` (another node's view), available if it is present here."""
@@ -225,7 +247,13 @@ class Cluster:
         view = self.membership.get(member_id)
         if view is None or view.state not in (State.ALIVE, State.SUSPECT):
             return None
-        return Address.parse(view.record.grpc_addr)
+        text = view.record.grpc_addr
+        address = self._addresses.get(text)
+        if address is None:
+            if len(self._addresses) >= _ADDRESSES_KEPT:
+                self._addresses.clear()
+            address = self._addresses[text] = Address.parse(text)
+        return address
 
     def state(self) -> v1.ClusterState:
         return v1.ClusterState(

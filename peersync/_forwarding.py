@@ -228,7 +228,7 @@ class Forwarder:
         if address is None:
             raise OwnerUnavailable(f"node {peer_id!r} is not a known member", owner=peer_id)
         link = self._links.get(peer_id)
-        if link is None or link.address != address:
+        if link is None or (link.address is not address and link.address != address):
             if link is not None:
                 self._retire(link)
             link = self._links[peer_id] = PeerLink(peer_id, address, connect_timeout=self._connect_timeout)
