@@ -10,6 +10,9 @@ from store import InvalidArgument, ValueTooLarge
 _NAMESPACE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # C0 and C1 control characters and DEL.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Printable ASCII segments joined by single slashes: most keys, checked in one match (one byte
+# per character, no control character, no empty segment) before the general checks below.
+_PLAIN_KEY = re.compile(r"[\x20-\x2e\x30-\x7e]+(?:/[\x20-\x2e\x30-\x7e]+)*")
 # The last segment of a multi-segment key may not be one of these: REST addresses a key's history
 # and diff as /keys/{key}/versions and /keys/{key}/diff.
 RESERVED_SUFFIXES = frozenset({"versions", "diff"})
@@ -43,6 +46,12 @@ class Limits:
         return name
 
     def key(self, key: str, field: str = "key") -> str:
+        if (
+            len(key) <= self.max_key_bytes
+            and _PLAIN_KEY.fullmatch(key)
+            and ("/" not in key or key.rpartition("/")[2] not in RESERVED_SUFFIXES)
+        ):
+            return key
         self._key_text(key, field, allow_empty=False)
         segments = key.split("/")
         if "" in segments:
