@@ -143,9 +143,10 @@ class NodeService(v1.NodeBase):
     async def _serve(self, request: node_pb2.ForwardRequest, name: str | None) -> node_pb2.ForwardReply:
         """Serve one forwarded request (``name`` is its operation) in the task :meth:`_forward` gave
         it, within its deadline."""
-        reply = node_pb2.ForwardReply(id=request.id)
+        reply = node_pb2.ForwardReply()
+        reply.id = request.id
         hot = self._hot.get(name or "")
-        handler = self._ops.get(name or "")
+        handler = None if hot is not None else self._ops.get(name or "")
         if name is None or (hot is None and handler is None):
             reply.failure.reason = "INVALID_ARGUMENT"
             reply.failure.detail = f"unknown forwarded operation {name!r}"
@@ -160,7 +161,8 @@ class NodeService(v1.NodeBase):
         deadline = _Deadline(task)
         timer = asyncio.get_running_loop().call_later(max(request.timeout_ms, 1) / 1000, deadline.expire)
         try:
-            log.debug("forwarded %s from %s request_id=%s", name, caller.origin, caller.request_id)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("forwarded %s from %s request_id=%s", name, caller.origin, caller.request_id)
             if hot is not None:
                 await hot(getattr(request, name), reply)
             else:
@@ -191,7 +193,8 @@ class NodeService(v1.NodeBase):
         """The reply to a forwarded get if this node can give it without waiting (see
         :meth:`~peersync.Service.get_held`), else None: then it is served as any other request."""
         op = request.get
-        reply = node_pb2.ForwardReply(id=request.id)
+        reply = node_pb2.ForwardReply()
+        reply.id = request.id
         try:
             entry = self._node.service.get_held(op.namespace, op.key)
             if entry is None:
@@ -202,8 +205,9 @@ class NodeService(v1.NodeBase):
         except Exception:
             log.exception("forwarded get failed")
             reply.failure.CopyFrom(_internal_failure())
-        caller = request.caller
-        log.debug("forwarded get from %s request_id=%s", caller.origin, caller.request_id)
+        if log.isEnabledFor(logging.DEBUG):
+            caller = request.caller
+            log.debug("forwarded get from %s request_id=%s", caller.origin, caller.request_id)
         return reply
 
     async def _bridged(
@@ -230,7 +234,7 @@ class NodeService(v1.NodeBase):
             op.key,
             op.value,
             op.codec,
-            mode=mode_from_wire(v1.Mode(op.mode)),
+            mode=mode_from_wire(op.mode),
             if_version=op.if_version if op.HasField("if_version") else None,
             ttl=op.ttl_seconds if op.HasField("ttl_seconds") else None,
         )

@@ -36,7 +36,10 @@ P = TypeVar("P", bound=PbMessage)
 
 _MODES_TO_WIRE = {Mode.UPSERT: v1.Mode.UPSERT, Mode.CREATE: v1.Mode.CREATE, Mode.UPDATE: v1.Mode.UPDATE}
 # UNSPECIFIED, a client that set no mode, means upsert.
-_MODES_FROM_WIRE = {v1.Mode.UNSPECIFIED: Mode.UPSERT, **{w: m for m, w in _MODES_TO_WIRE.items()}}
+_MODES_FROM_WIRE: dict[int, Mode] = {
+    v1.Mode.UNSPECIFIED: Mode.UPSERT,
+    **{w: m for m, w in _MODES_TO_WIRE.items()},
+}
 
 
 _MODES_TO_PB = {
@@ -54,7 +57,8 @@ def mode_to_wire(mode: Mode) -> v1.Mode:
     return _MODES_TO_WIRE[mode]
 
 
-def mode_from_wire(mode: v1.Mode) -> Mode:
+def mode_from_wire(mode: v1.Mode | int) -> Mode:
+    """The store's mode for a wire mode, given as the enum or as protobuf's plain number."""
     found = _MODES_FROM_WIRE.get(mode)
     if found is None:
         raise InvalidArgument(f"unknown mode {int(mode)}", field="mode")
