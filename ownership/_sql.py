@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, nullcontext, suppress
 from types import TracebackType
@@ -126,6 +127,8 @@ class SqlOwnershipStore:
                 return
             engine, writer = self._create_engines()
             try:
+                if self._sqlite:
+                    await self._use_wal(engine)
                 # Under the write lock (SQLite) or the DDL lock (PostgreSQL), so that nodes or
                 # processes opening a new database together do not race the DDL.
                 async with writer.begin() as conn:
@@ -134,9 +137,9 @@ class SqlOwnershipStore:
                     if self._schema is not None:
                         await conn.execute(CreateSchema(self._schema, if_not_exists=True))
                     await conn.run_sync(_metadata.create_all)
-            except (SQLAlchemyError, OSError) as exc:
+            except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
                 error = _unavailable("open the ownership database", exc)
-                with suppress(SQLAlchemyError, OSError):
+                with suppress(SQLAlchemyError, sqlite3.Error, OSError):
                     await engine.dispose()
                 raise error from exc
             self._engine, self._write_engine = engine, writer
@@ -179,12 +182,39 @@ class SqlOwnershipStore:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            # busy_timeout first: switching to WAL needs a lock another process may hold.
+            # WAL is a setting of the file, switched on once by start() (see _use_wal).
             cursor.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-            cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = FULL")
         finally:
             cursor.close()
+
+    async def _use_wal(self, engine: AsyncEngine) -> None:
+        """Put the database file in WAL mode (kept in the file: later connections find it so).
+
+        The switch needs the file to itself for a moment, and SQLite refuses it with SQLITE_BUSY at
+        once, without waiting in its busy handler, when another connection is writing: several
+        stores or processes opening one new file together then fail at random. So it is retried
+        here, without blocking the event loop, for at most ``busy_timeout``.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._busy_timeout_ms / 1000
+        pause = 0.001
+        async with engine.connect() as conn:
+            # The driver's connection: SQLAlchemy's would open a transaction, inside which
+            # SQLite cannot change the journal mode.
+            driver = (await conn.get_raw_connection()).driver_connection
+            if driver is None:
+                raise OwnershipUnavailable("the ownership database connection closed at once")
+            while True:
+                try:
+                    cursor = await driver.execute("PRAGMA journal_mode = WAL")
+                    await cursor.close()
+                    return
+                except sqlite3.OperationalError as exc:
+                    if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or loop.time() + pause > deadline:
+                        raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.05)
 
     def _writing(self) -> AbstractAsyncContextManager[object]:
         return nullcontext() if self._sqlite_writes is None else self._sqlite_writes

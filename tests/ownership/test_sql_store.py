@@ -72,6 +72,45 @@ async def test_sqlite_runs_in_wal_mode_with_the_documented_table(tmp_path: Path)
         assert db.execute("SELECT * FROM ps_ownership").fetchall() == [("ns", "n1", 7, claim.updated_at)]
 
 
+def writing_in_rollback_mode(path: Path) -> sqlite3.Connection:
+    """A connection to a new file in SQLite's default journal mode, holding its write lock."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("CREATE TABLE unrelated (x)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO unrelated VALUES (1)")
+    return other
+
+
+async def test_a_store_opening_a_file_another_connection_writes_waits_to_switch_it_to_wal(
+    tmp_path: Path,
+) -> None:
+    # SQLite refuses the switch to WAL at once, without its busy handler, while another connection
+    # writes: stores or processes opening one new file together failed at random.
+    path = tmp_path / "ownership.sqlite"
+    with closing(writing_in_rollback_mode(path)) as other:
+        asyncio.get_running_loop().call_later(0.3, other.execute, "COMMIT")
+        async with SqlOwnershipStore(SqlOwnershipStore.sqlite_url(path)) as store:
+            claim = await store.claim("ns", "n1", 1)
+            assert await store.get("ns") == claim
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert db.execute("SELECT x FROM unrelated").fetchall() == [(1,)], "the other write committed"
+
+
+async def test_a_file_locked_past_busy_timeout_does_not_open(tmp_path: Path) -> None:
+    path = tmp_path / "ownership.sqlite"
+    with closing(writing_in_rollback_mode(path)) as other:
+        store = SqlOwnershipStore(SqlOwnershipStore.sqlite_url(path), busy_timeout=0.2)
+        with pytest.raises(OwnershipUnavailable, match="locked") as unavailable:
+            await store.start()
+        assert unavailable.value.retriable
+        with pytest.raises(OwnershipUnavailable, match="not started"):
+            await store.get("ns")
+        other.execute("COMMIT")
+    async with store:
+        assert await store.get("ns") is None
+
+
 async def test_a_write_locked_out_past_busy_timeout_is_unavailable_and_changes_nothing(
     tmp_path: Path,
 ) -> None:
