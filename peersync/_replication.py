@@ -15,8 +15,10 @@ and a write it still had in flight fails, because the copies it needs refuse its
 Terms are Lamport clock values (the cluster's, shared with the override table) shifted left by
 :data:`TAG_BITS`, with a tag of the node id (20 bits of its CRC-32) in the low bits, so that two
 nodes taking over at the same moment pick different terms and the newer one wins everywhere. Two
-members whose tags collide (about 6 in a million for four nodes) could pick the same term; nothing
-detects that yet.
+members whose tags collide (about 6 in a million for four nodes) could pick the same term at once,
+and equal terms do not fence each other: while both are present, only the one with the smaller id
+takes namespaces over; the other refuses with a retriable Unavailable that names both ids, and logs
+an error asking for another id. It still serves as a replica and forwards.
 """
 
 from __future__ import annotations
@@ -96,7 +98,9 @@ class Replicator:
 
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id
-        self._tag = zlib.crc32(node_id.encode()) & ((1 << TAG_BITS) - 1)
+        self._tag = term_tag(node_id)
+        # The member whose tag collides with this node's that was last logged (see _tag_rival).
+        self._rival_logged: str | None = None
         self._store: Store | None = None
         self._cluster: Cluster | None = None
         self._forwarder: Forwarder | None = None
@@ -488,6 +492,13 @@ class Replicator:
                     owner=place.owner,
                     ring_version=cluster.ring_version,
                 )
+            rival = self._tag_rival()
+            if rival is not None:
+                raise Unavailable(
+                    f"cannot take namespace {namespace!r} over: node ids {rival!r} and {self.node_id!r} "
+                    f"share their term tag, and only {rival!r} takes namespaces over while both are "
+                    "members; restart this node under another id"
+                )
             term = self._next_term(namespace)
             try:
                 await store.fence(namespace, term)
@@ -565,6 +576,24 @@ class Replicator:
         reply = await self._send(best, _request(export=node_pb2.ExportRequest(namespace=namespace)))
         image = image_from_pb(reply)
         await store.install(dataclasses.replace(image, term=max(image.term, term)))
+
+    def _tag_rival(self) -> str | None:
+        """A present member with this node's term tag and a smaller id, which takes namespaces
+        over instead of this node (see the module's docstring); None if there is none."""
+        rival = next(
+            (m for m in self.cluster.ring.members if m < self.node_id and term_tag(m) == self._tag), None
+        )
+        if rival is not None and rival != self._rival_logged:
+            log.error(
+                "node ids %r and %r share their term tag %#x: this node takes no namespace over while "
+                "%r is a member; restart it under another id",
+                rival,
+                self.node_id,
+                self._tag,
+                rival,
+            )
+        self._rival_logged = rival
+        return rival
 
     def _next_term(self, namespace: str) -> int:
         clock = self.cluster.clock
@@ -835,6 +864,11 @@ class _Plan:
     @property
     def pending(self) -> int:
         return len(self.peers) - self.acked - len(self.errors)
+
+
+def term_tag(node_id: str) -> int:
+    """The low :data:`TAG_BITS` bits of every term the node ``node_id`` picks."""
+    return zlib.crc32(node_id.encode()) & ((1 << TAG_BITS) - 1)
 
 
 def _request(**op: Any) -> node_pb2.ForwardRequest:

@@ -4,6 +4,7 @@ and leave under load: real node processes over a real Redis, real signals."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import signal
 import time
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from peersync._replication import term_tag
 from tests.support import Attempt, attempt, eventually
 
 from .conftest import Harness
@@ -275,3 +277,50 @@ async def test_join_and_leave_under_load_lose_no_acknowledged_write(harness: Har
         problems[:0] = [f"{len(unexpected)} errors other than a retriable 503 within bounds, e.g.:"]
         problems[1:1] = unexpected[:10]
     assert not problems, "\n".join(problems[:40])
+
+
+def ids_sharing_a_term_tag() -> tuple[str, str]:
+    """Two node ids whose terms would end in the same tag, in order."""
+    seen: dict[int, str] = {}
+    for i in itertools.count():
+        node_id = f"n{i}"
+        other = seen.setdefault(term_tag(node_id), node_id)
+        if other != node_id:
+            first, second = sorted((other, node_id))
+            return first, second
+    raise AssertionError("unreachable")
+
+
+async def test_of_two_members_sharing_a_term_tag_only_the_smaller_id_takes_namespaces_over(
+    harness: Harness, timed: None
+) -> None:
+    # Equal terms do not fence each other: two members that could pick the same term at once must
+    # not both take namespaces over.
+    first, second = ids_sharing_a_term_tag()
+    await form(harness, first, second)
+    [mine] = owned_by(harness, first, "mine", 1)
+    [theirs] = owned_by(harness, second, "theirs", 1)
+    async with httpx.AsyncClient(timeout=REQUEST_BOUND + 2) as client:
+        # Through either node: the smaller id takes its namespace over and serves it.
+        assert (await put(harness, client, second, mine, "k", {"value": "1"})).ok
+        assert (await put(harness, client, first, mine, "k", {"value": "2"})).ok
+        for node in (first, second):
+            refused = await put(harness, client, node, theirs, "k", {"value": "lost"})
+            assert refused.status == 503, refused
+            assert retriable(refused), refused
+            detail = refused.body["detail"]
+            assert "term tag" in detail, detail
+            assert repr(first) in detail, detail
+            assert repr(second) in detail, detail
+        assert any("share their term tag" in line for line in harness.nodes[second].lines)
+        # Once the smaller id has left, the other takes its namespaces over; nothing refused was kept.
+        harness.nodes[first].signal(signal.SIGTERM)
+        assert harness.nodes[first].wait(10) == 0
+        await eventually(lambda: harness.alive_view(second) == {second}, timeout=DEATH_BOUND)
+        assert (await put(harness, client, second, theirs, "j", {"value": "kept"})).ok
+        snapshot = await harness.snapshot(client, second, theirs)
+        assert snapshot.ok, snapshot
+        assert {e["key"]: e["value"] for e in snapshot.body["entries"]} == {"j": "kept"}
+        got = await attempt(client, second, "GET", f"{harness.url(second)}/v1/namespaces/{mine}/keys/k")
+        assert got.ok, got
+        assert got.body["value"] == "2", got
