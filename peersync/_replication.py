@@ -16,9 +16,9 @@ Terms are Lamport clock values (the cluster's, shared with the override table) s
 :data:`TAG_BITS`, with a tag of the node id (20 bits of its CRC-32) in the low bits, so that two
 nodes taking over at the same moment pick different terms and the newer one wins everywhere. Two
 members whose tags collide (about 6 in a million for four nodes) could pick the same term at once,
-and equal terms do not fence each other: while both are present, only the one with the smaller id
-takes namespaces over; the other refuses with a retriable Unavailable that names both ids, and logs
-an error asking for another id. It still serves as a replica and forwards.
+and equal terms do not fence each other; so the one with the larger id, once it knows of the
+other (in any state), takes a tag that is no known member's own instead (:func:`own_tag`). The
+smaller id keeps its tag, so the two differ whatever the other's view.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import dataclasses
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from store import (
@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TAG_BITS: Final = 20
+_TAG_MASK: Final = (1 << TAG_BITS) - 1
 # Records per catch-up message: bounds one message's size and one apply's time on the receiver.
 CATCH_UP_BATCH: Final = 1000
 # Seconds a read of a namespace this node does not hold waits for the members to say whether
@@ -99,8 +100,8 @@ class Replicator:
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id
         self._tag = term_tag(node_id)
-        # The member whose tag collides with this node's that was last logged (see _tag_rival).
-        self._rival_logged: str | None = None
+        # The tag this node last picked a term with, to log a change of it once (see _own_tag).
+        self._last_tag = self._tag
         self._store: Store | None = None
         self._cluster: Cluster | None = None
         self._forwarder: Forwarder | None = None
@@ -492,13 +493,6 @@ class Replicator:
                     owner=place.owner,
                     ring_version=cluster.ring_version,
                 )
-            rival = self._tag_rival()
-            if rival is not None:
-                raise Unavailable(
-                    f"cannot take namespace {namespace!r} over: node ids {rival!r} and {self.node_id!r} "
-                    f"share their term tag, and only {rival!r} takes namespaces over while both are "
-                    "members; restart this node under another id"
-                )
             term = self._next_term(namespace)
             try:
                 await store.fence(namespace, term)
@@ -577,28 +571,25 @@ class Replicator:
         image = image_from_pb(reply)
         await store.install(dataclasses.replace(image, term=max(image.term, term)))
 
-    def _tag_rival(self) -> str | None:
-        """A present member with this node's term tag and a smaller id, which takes namespaces
-        over instead of this node (see the module's docstring); None if there is none."""
-        rival = next(
-            (m for m in self.cluster.ring.members if m < self.node_id and term_tag(m) == self._tag), None
-        )
-        if rival is not None and rival != self._rival_logged:
-            log.error(
-                "node ids %r and %r share their term tag %#x: this node takes no namespace over while "
-                "%r is a member; restart it under another id",
-                rival,
+    def _own_tag(self) -> int:
+        """The tag of this node's next term (see :func:`own_tag`), among the members it knows of
+        in any state."""
+        tag = own_tag(self.node_id, [view.record.id for view in self.cluster.membership.members()])
+        if tag not in (self._tag, self._last_tag):
+            log.warning(
+                "node id %r shares its term tag %#x with a member of a smaller id; its terms end in "
+                "%#x instead (a different node id avoids this)",
                 self.node_id,
                 self._tag,
-                rival,
+                tag,
             )
-        self._rival_logged = rival
-        return rival
+        self._last_tag = tag
+        return tag
 
     def _next_term(self, namespace: str) -> int:
         clock = self.cluster.clock
         clock.observe(self.store.term(namespace) >> TAG_BITS)
-        return (clock.tick() << TAG_BITS) | self._tag
+        return (clock.tick() << TAG_BITS) | self._own_tag()
 
     def _observe(self, term: int) -> None:
         self.cluster.clock.observe(term >> TAG_BITS)
@@ -867,8 +858,30 @@ class _Plan:
 
 
 def term_tag(node_id: str) -> int:
-    """The low :data:`TAG_BITS` bits of every term the node ``node_id`` picks."""
-    return zlib.crc32(node_id.encode()) & ((1 << TAG_BITS) - 1)
+    """The node ``node_id``'s own tag: the low :data:`TAG_BITS` bits of the terms it picks, unless
+    :func:`own_tag` gives it another."""
+    return zlib.crc32(node_id.encode()) & _TAG_MASK
+
+
+def own_tag(node_id: str, known: Iterable[str]) -> int:
+    """The tag of ``node_id``'s next term, given the ids of the members it knows of: its own
+    (:func:`term_tag`), unless a member with a smaller id has the same one. Such members take, in
+    order of id, the next value from their own on that is neither a known member's own tag nor
+    taken by an earlier one. Members that know the same ids thus get distinct tags."""
+    natural = {member: term_tag(member) for member in {*known, node_id}}
+    taken = set(natural.values())
+    kept: set[int] = set()
+    for member in sorted(natural):
+        tag = natural[member]
+        if tag in kept:
+            while tag in taken:
+                tag = (tag + 1) & _TAG_MASK
+            taken.add(tag)
+        else:
+            kept.add(tag)
+        if member == node_id:
+            return tag
+    raise AssertionError("node_id is among the members")
 
 
 def _request(**op: Any) -> node_pb2.ForwardRequest:
