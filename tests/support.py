@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import os
 import re
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from peersync._replication import term_tag
 
 _LISTENING = re.compile(r"peersync listening: http=(\S+) grpc=(\S+)")
 
@@ -269,3 +272,13 @@ async def attempt(client: httpx.AsyncClient, node: str, method: str, url: str, *
         body = None
     reason = body.get("reason") if isinstance(body, dict) and response.status_code >= 400 else None
     return Attempt(node, response.status_code, reason, None, elapsed, body)
+
+
+@functools.cache
+def ids_by_term_tag() -> dict[int, list[str]]:
+    """Node ids ``n0`` to ``n399999`` by the term tag they would pick (see
+    :func:`peersync._replication.term_tag`), for tests of ids whose tags collide."""
+    by_tag: dict[int, list[str]] = {}
+    for i in range(400_000):
+        by_tag.setdefault(term_tag(f"n{i}"), []).append(f"n{i}")
+    return by_tag

@@ -4,7 +4,6 @@ and leave under load: real node processes over a real Redis, real signals."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import random
 import signal
 import sqlite3
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from peersync._replication import TAG_BITS, term_tag
-from tests.support import Attempt, attempt, eventually
+from tests.support import Attempt, attempt, eventually, ids_by_term_tag
 
 from .conftest import Harness
 
@@ -283,14 +282,8 @@ async def test_join_and_leave_under_load_lose_no_acknowledged_write(harness: Har
 
 def ids_sharing_a_term_tag() -> tuple[str, str]:
     """Two node ids whose terms would end in the same tag, in order."""
-    seen: dict[int, str] = {}
-    for i in itertools.count():
-        node_id = f"n{i}"
-        other = seen.setdefault(term_tag(node_id), node_id)
-        if other != node_id:
-            first, second = sorted((other, node_id))
-            return first, second
-    raise AssertionError("unreachable")
+    first, second = sorted(next(ids for ids in ids_by_term_tag().values() if len(ids) > 1)[:2])
+    return first, second
 
 
 def stored_term(h: Harness, node_id: str, namespace: str) -> int:

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import functools
-from collections import defaultdict
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from peersync._replication import TAG_BITS, own_tag, term_tag
+from tests.support import ids_by_term_tag
 
 
 @functools.cache
 def colliding_pool() -> list[str]:
     """Ids in groups of three that share a tag, and ids whose own tag is the next value after a
     group's (where a displaced member would otherwise go)."""
-    by_tag: defaultdict[int, list[str]] = defaultdict(list)
-    for i in range(400_000):
-        by_tag[term_tag(f"n{i}")].append(f"n{i}")
+    by_tag = ids_by_term_tag()
     groups = [ids[:3] for ids in by_tag.values() if len(ids) >= 3][:4]
     pool = [member for group in groups for member in group]
     for group in groups:
