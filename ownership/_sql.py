@@ -204,7 +204,8 @@ class SqlOwnershipStore:
             # SQLite cannot change the journal mode.
             driver = (await conn.get_raw_connection()).driver_connection
             if driver is None:
-                raise OwnershipUnavailable("the ownership database connection closed at once")
+                # Raised as the driver would, so that start() disposes of the engine.
+                raise sqlite3.OperationalError("the connection closed as it opened")
             while True:
                 try:
                     cursor = await driver.execute("PRAGMA journal_mode = WAL")
