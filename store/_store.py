@@ -751,16 +751,30 @@ class Store:
 
         await self._submit_exclusive(run, ns)
 
-    async def drop(self, namespace: str) -> None:
-        """Forget this store's copy of ``namespace`` entirely, durably: afterwards it is as if it
-        was never written here (revision and term 0). Watches of it end as on :meth:`install`."""
+    async def drop(self, namespace: str, *, if_at: Head | None = None, keep_term: int = 0) -> bool:
+        """Forget this store's copy of ``namespace`` durably: its keys, aliases, history and log.
+        Afterwards it is as if it was never written here (revision 0), except that with
+        ``keep_term`` the namespace stays at the larger of that and its current term, so that it
+        still refuses records of older terms. With ``if_at``, nothing happens unless the copy is
+        then exactly at that head and term (nothing applied to it or fenced it meanwhile).
+        Returns whether the copy was dropped. Watches of it end as on :meth:`install`."""
 
-        async def run() -> None:
-            await self._backend.drop(namespace)
-            self._spaces.pop(namespace, None)
+        async def run() -> bool:
+            (revision, head_term), term = self.head(namespace), self.term(namespace)
+            if if_at is not None and Head(revision, head_term, term) != if_at:
+                return False
+            keep = max(term, keep_term) if keep_term else 0
+            if keep:
+                # Revision 0 with no records: never "more advanced" than any copy that has one.
+                await self._backend.install(NamespaceImage(namespace, 0, keep, 0, (), ()))
+                self._spaces[namespace] = _Namespace(term=keep)
+            else:
+                await self._backend.drop(namespace)
+                self._spaces.pop(namespace, None)
             self._end_watches_of(namespace, 0)
+            return True
 
-        await self._submit_exclusive(run, namespace)
+        return await self._submit_exclusive(run, namespace)
 
     def _end_watches_of(self, namespace: str, floor: int) -> None:
         self._generations[namespace] = self._generations.get(namespace, 0) + 1

@@ -19,6 +19,7 @@ from store import (
     Event,
     EventType,
     Fenced,
+    Head,
     InvalidArgument,
     LogDiverged,
     LogGap,
@@ -628,3 +629,51 @@ async def test_drop_forgets_a_namespace(engine: Engine) -> None:
             assert [e.value for e in store.export(NS).entries] == [b"again"]
             assert await store.versions(NS, "k", limit=10) == [entry]
             assert [e.revision for e in await store.log(NS, 0, 10)] == [1]
+
+
+async def test_a_released_copy_is_dropped_only_where_it_was_and_keeps_refusing_older_terms(
+    engine: Engine,
+) -> None:
+    """What a node does with a copy no longer among a namespace's copies: drop it only if nothing
+    reached it since it asked the owner, and keep its term so that a deposed owner's records are
+    still refused."""
+    async with Store(MemoryBackend()) as leader:
+        await leader.fence(NS, 4)
+        await leader.set(NS, "a", b"1", "raw")
+        await leader.set(NS, "b", b"2", "raw")
+        await leader.fence(NS, 6)
+        await leader.set(NS, "c", b"3", "raw")
+        records = await leader.log(NS, 0, 10)
+    assert [(r.revision, r.term) for r in records] == [(1, 4), (2, 4), (3, 6)]
+    async with Store(engine.backend()) as store:
+        assert await store.apply_log(NS, records[:2], term=4) == (2, 4)
+        # Records arrived after the owner was asked: the copy stays as it is.
+        assert not await store.drop(NS, if_at=Head(1, 4, 4), keep_term=6)
+        # Fenced to another term meanwhile: the same.
+        assert not await store.drop(NS, if_at=Head(2, 4, 3), keep_term=6)
+        assert (store.head(NS), store.term(NS)) == ((2, 4), 4)
+        assert await store.drop(NS, if_at=Head(2, 4, 4), keep_term=6)
+        assert (store.head(NS), store.term(NS)) == ((0, 0), 6)
+        assert store.export(NS) == NamespaceImage(NS, 0, 6, 0, (), ())
+        assert await store.namespaces(limit=10) == []
+        assert await store.log(NS, 0, 10) == []
+        with pytest.raises(NotFound):
+            await store.get(NS, "a")
+        with pytest.raises(Fenced):
+            await store.apply_log(NS, records[:2], term=5)
+        # The owner of the kept term catches it up from nothing, as it would any empty copy.
+        with pytest.raises(LogGap):
+            await store.apply_log(NS, records[2:], term=6)
+        assert await store.apply_log(NS, records, term=6) == (3, 6)
+    if engine.durable:
+        async with Store(engine.backend()) as store:
+            assert (store.head(NS), store.term(NS)) == ((3, 6), 6)
+            assert [e.key for e in await all_of(store, NS)] == ["a", "b", "c"]
+    async with Store(engine.backend()) as store:
+        # A smaller term to keep than the copy's own keeps the copy's.
+        await store.fence(OTHER, 9)
+        assert await store.drop(OTHER, keep_term=2)
+        assert store.term(OTHER) == 9
+    if engine.durable:
+        async with Store(engine.backend()) as store:
+            assert (store.head(OTHER), store.term(OTHER)) == ((0, 0), 9)
