@@ -442,7 +442,7 @@ class RedisGossipTransport:
         # aclose() may wait on the socket; a dead server must not hold up a reconnect or a stop.
         try:
             async with asyncio.timeout(self._socket_timeout):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # unannotated before redis-py 8.2
         except (RedisError, OSError) as exc:
             log.debug("closing a gossip subscription on %s: %s", self._where, exc)
 
