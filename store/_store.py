@@ -751,19 +751,21 @@ class Store:
 
         await self._submit_exclusive(run, ns)
 
-    async def drop(self, namespace: str, *, if_at: Head | None = None, keep_term: int = 0) -> bool:
+    async def drop(self, namespace: str, *, if_at: Head | None = None, keep_term: int | None = None) -> bool:
         """Forget this store's copy of ``namespace`` durably: its keys, aliases, history and log.
         Afterwards it is as if it was never written here (revision 0), except that with
         ``keep_term`` the namespace stays at the larger of that and its current term, so that it
         still refuses records of older terms. With ``if_at``, nothing happens unless the copy is
         then exactly at that head and term (nothing applied to it or fenced it meanwhile).
         Returns whether the copy was dropped. Watches of it end as on :meth:`install`."""
+        if keep_term is not None:
+            _check_term(keep_term)
 
         async def run() -> bool:
             (revision, head_term), term = self.head(namespace), self.term(namespace)
             if if_at is not None and Head(revision, head_term, term) != if_at:
                 return False
-            keep = max(term, keep_term) if keep_term else 0
+            keep = 0 if keep_term is None else max(term, keep_term)
             if keep:
                 # Revision 0 with no records: never "more advanced" than any copy that has one.
                 await self._backend.install(NamespaceImage(namespace, 0, keep, 0, (), ()))

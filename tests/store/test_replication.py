@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 import pytest
 
 from store import (
+    MAX_TERM,
     Compacted,
     Entry,
     Event,
@@ -673,6 +674,11 @@ async def test_a_released_copy_is_dropped_only_where_it_was_and_keeps_refusing_o
         # A smaller term to keep than the copy's own keeps the copy's.
         await store.fence(OTHER, 9)
         assert await store.drop(OTHER, keep_term=2)
+        assert store.term(OTHER) == 9
+        # A term to keep that no store could hold is refused before anything changes.
+        for bad in (-1, MAX_TERM + 1):
+            with pytest.raises(InvalidArgument):
+                await store.drop(OTHER, keep_term=bad)
         assert store.term(OTHER) == 9
     if engine.durable:
         async with Store(engine.backend()) as store:
