@@ -9,19 +9,22 @@ from litestar import Request, Response, delete, get, put
 from litestar.params import FromPath, FromQuery
 
 from peersync import Node
-from peersync._cluster import Placement
+from peersync._cluster import Cluster
 from peersync._overrides import Override
 from store import InvalidArgument, Unavailable
 
 from ._http import _decode, _json, _node, _split
 
 
-def placement_json(place: Placement) -> dict[str, Any]:
+def placement_json(cluster: Cluster, namespace: str) -> dict[str, Any]:
+    """Who owns ``namespace`` in this node's view, why, and which members keep its other copies."""
+    place = cluster.placement(namespace)
     return {
         "namespace": place.namespace,
         "owner": place.owner,
         "source": place.source,
         "available": place.available,
+        "replicas": cluster.replicas_of(namespace, place.owner),
     }
 
 
@@ -95,7 +98,7 @@ async def ring(
             "node": cluster.node_id,
             "ring_version": cluster.ring_version,
             "members": list(cluster.ring.members),
-            "owners": [placement_json(cluster.placement(name)) for name in names],
+            "owners": [placement_json(cluster, name) for name in names],
             "overrides": [override_json(e) for e in cluster.overrides.entries() if e.node is not None],
             "replication": {
                 "replicas": cluster.options.replicas,
@@ -118,7 +121,7 @@ def _rebalance(node: Node) -> dict[str, Any] | None:
 async def owner(request: Request[Any, Any, Any], ns: FromPath[str]) -> Response[bytes]:
     node = _node(request)
     node.config.limits.namespace(ns)
-    return _json(placement_json(node.cluster.placement(ns)))
+    return _json(placement_json(node.cluster, ns))
 
 
 @put(

@@ -236,6 +236,15 @@ class Cluster:
         """A placement naming ``owner`` (another node's view), available if it is present here."""
         return Placement(namespace, owner, "ring", owner in self._present)
 
+    def replicas_of(self, namespace: str, owner: str | None) -> list[str]:
+        """The members that keep a copy of ``namespace`` besides ``owner``: the first of its
+        preference list that are not the owner, ``replicas - 1`` of them at most."""
+        copies = self.options.replicas
+        if owner is None or copies <= 1:
+            return []
+        listed = self.ring.preference_list(namespace, copies + 1)
+        return [member for member in listed if member != owner][: copies - 1]
+
     @property
     def ring_version(self) -> str:
         return self.ring.version

@@ -591,7 +591,8 @@ def ring(namespaces: tuple[str, ...], prefix: str | None, http_server: str, as_j
             f"{rebalance['taken_over']} taken over, {rebalance['failed']} failed{took}"
         )
     if answer["owners"]:
-        _table(answer["owners"], ["namespace", "owner", "source", "available"])
+        owners = [{**row, "replicas": ",".join(row["replicas"]) or "-"} for row in answer["owners"]]
+        _table(owners, ["namespace", "owner", "source", "available", "replicas"])
     if answer["overrides"]:
         click.echo("overrides:")
         _table(answer["overrides"], ["namespace", "kind", "node", "clock", "origin"])
@@ -608,7 +609,8 @@ def owner(namespace: str, http_server: str, as_json: bool) -> None:
         click.echo(json.dumps(answer))
     else:
         state = "" if answer["available"] else " (not available)"
-        click.echo(f"{answer['namespace']}: {answer['owner']} by {answer['source']}{state}")
+        copies = f"; replicas {', '.join(answer['replicas'])}" if answer["replicas"] else ""
+        click.echo(f"{answer['namespace']}: {answer['owner']} by {answer['source']}{state}{copies}")
 
 
 @main.command()

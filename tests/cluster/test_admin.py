@@ -53,12 +53,17 @@ async def test_admin_commands_as_tables_and_json(harness: Harness) -> None:
     got = harness.get(other, f"/v1/namespaces/{ns}/keys/before-claim")
     assert got.status_code == 200, got.text
     assert got.json()["value"] == "kept"
-    assert cli(harness, "b", "owner", ns).stdout.strip() == f"{ns}: {other} by claim"
+    # Two members, two copies: the other one keeps the replica.
+    assert (
+        cli(harness, "b", "owner", ns).stdout.strip() == f"{ns}: {other} by claim; replicas {owner['owner']}"
+    )
     conflict = cli(harness, "a", "claim", ns, "--node", owner["owner"])
     assert conflict.returncode == 1
     assert "CLAIM_CONFLICT" in conflict.stderr
     ring = json.loads(cli(harness, "a", "ring", ns, "--json").stdout)
-    assert ring["owners"] == [{"namespace": ns, "owner": other, "source": "claim", "available": True}]
+    assert ring["owners"] == [
+        {"namespace": ns, "owner": other, "source": "claim", "available": True, "replicas": [owner["owner"]]}
+    ]
     assert [o["kind"] for o in ring["overrides"]] == ["claim"]
     assert ring["replication"] == {"replicas": 2, "replica_acks": 1}
     assert ring["rebalance"]["state"] in ("idle", "running")
@@ -66,13 +71,22 @@ async def test_admin_commands_as_tables_and_json(harness: Harness) -> None:
     text = cli(harness, "a", "ring", ns).stdout
     assert text.startswith(f"ring {ring['ring_version']}: a, b")
     assert text.splitlines()[1].startswith("rebalance ")
+    assert text.splitlines()[2].split() == ["NAMESPACE", "OWNER", "SOURCE", "AVAILABLE", "REPLICAS"]
+    assert text.splitlines()[3].split() == [ns, other, "claim", "True", owner["owner"]]
     assert cli(harness, "b", "unclaim", ns).returncode == 0
     await eventually(lambda: harness.owner("a", ns)["source"] == "ring", timeout=5)
 
     assert cli(harness, "a", "pin", ns, other).stdout.strip() == f"{ns} pinned to {other}"
     await eventually(
         lambda: (
-            harness.owner("b", ns) == {"namespace": ns, "owner": other, "source": "pin", "available": True}
+            harness.owner("b", ns)
+            == {
+                "namespace": ns,
+                "owner": other,
+                "source": "pin",
+                "available": True,
+                "replicas": [owner["owner"]],
+            }
         ),
         timeout=5,
     )
