@@ -30,12 +30,14 @@ import logging
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from store import (
+    MAX_TERM,
     Compacted,
     Event,
     Fenced,
+    Head,
     LogDiverged,
     LogGap,
     NotOwner,
@@ -67,9 +69,21 @@ _PROBE_TIMEOUT: Final = 1.0
 _LIST_PAGE: Final = 1000
 
 # The forwarding stream's operations this module serves (see node.proto).
-REPLICATION_OPS: Final = frozenset(("replicate", "replicate_batch", "fence", "read_log", "export", "install"))
+REPLICATION_OPS: Final = frozenset(
+    ("replicate", "replicate_batch", "fence", "read_log", "export", "install", "release")
+)
+# Seconds after a rebalance before this node first asks the owner of a copy it no longer needs
+# whether it may drop it (the owner is settling its own rebalance meanwhile), then before it asks
+# again about a copy the owner would not release yet, doubling up to the last.
+_RELEASE_FIRST: Final = 1.0
+_RELEASE_RETRY: Final = 2.0
+_RELEASE_RETRY_MAX: Final = 60.0
+# Times a copy is asked about in a row when something reached it while its owner answered.
+_RELEASE_ATTEMPTS: Final = 3
 
 _Handler = Callable[[Any, node_pb2.ForwardReply], Awaitable[None]]
+# What became of a copy this node no longer needs, once its owner was asked (see _release_queued).
+_Released = Literal["dropped", "needed", "kept"]
 
 
 @dataclasses.dataclass
@@ -85,6 +99,11 @@ class Rebalance:
     failed: int = 0
     # Of ``done``, those this node did not hold before: handed over to it.
     taken_over: int = 0
+    # Copies of namespaces this node is no longer owner or replica of: dropped (since the node
+    # started) once their owner and its replicas held all they held, and kept for now (waiting to
+    # be asked about again).
+    released: int = 0
+    kept: int = 0
     started_at: float | None = None
     duration_s: float | None = None
     runs: int = 0
@@ -131,7 +150,14 @@ class Replicator:
             "read_log": self._on_read_log,
             "export": self._on_export,
             "install": self._on_install,
+            "release": self._on_release,
         }
+        # Copies this node no longer needs, with when to ask their owner next and how long to
+        # wait after that if it says no (see _release_loop).
+        self._unneeded: dict[str, tuple[float, float]] = {}
+        self._release_due = asyncio.Event()
+        # Set while no rebalance runs: releases wait for it (see _release_loop).
+        self._idle = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -145,6 +171,7 @@ class Replicator:
     async def start(self) -> None:
         self._spawn(self._rebalance_loop(), "rebalance")
         self._spawn(self._pause_detector(), "pause-detector")
+        self._spawn(self._release_loop(), "release")
         self._wanted.set()
 
     async def stop(self) -> None:
@@ -390,12 +417,7 @@ class Replicator:
         )
 
     def _replicas(self, namespace: str) -> list[str]:
-        cluster = self.cluster
-        copies = cluster.options.replicas
-        if copies <= 1:
-            return []
-        listed = cluster.ring.preference_list(namespace, copies + 1)
-        return [member for member in listed if member != self.node_id][: copies - 1]
+        return self.cluster.replicas_of(namespace, self.node_id)
 
     async def _ship(self, namespace: str, term: int, peer: str, message: node_pb2.ReplicateRequest) -> None:
         """Have ``peer`` apply the records in ``message``, catching it up first if it lags. Done
@@ -436,12 +458,14 @@ class Replicator:
         image.image.term = max(image.image.term, term)
         await self._send(peer, _request(install=image))
 
-    async def sync_replicas(self, namespace: str) -> None:
-        """Bring every replica of a namespace this node holds up to its committed head."""
+    async def sync_replicas(self, namespace: str) -> list[str]:
+        """Bring every replica of a namespace this node holds up to its committed head; returns
+        the replicas it brought up (none if this node does not hold the namespace)."""
         term = self._held.get(namespace)
         if term is None:
-            return
-        for peer in self._replicas(namespace):
+            return []
+        replicas = self._replicas(namespace)
+        for peer in replicas:
             async with self._ship_lock(namespace, peer):
                 head = await self._send(
                     peer, _request(replicate=node_pb2.ReplicateRequest(namespace=namespace, term=term))
@@ -457,6 +481,7 @@ class Replicator:
                 else:
                     lag = LogDiverged("diverged", revision=head.revision, term=head.head_term)
                 await self._catch_up(namespace, term, peer, lag)
+        return replicas
 
     def _ship_lock(self, namespace: str, peer: str) -> asyncio.Lock:
         lock = self._ship_locks.get((namespace, peer))
@@ -541,11 +566,20 @@ class Replicator:
     async def _catch_up_from_best(
         self, namespace: str, term: int, heads: Mapping[str, node_pb2.CopyHead]
     ) -> None:
+        """Bring this node's copy up to the most advanced of ``heads`` (the other copies' as they
+        answered the fence), by that copy's log or else its image. Raises Unavailable if that copy
+        no longer holds what it answered with (it was dropped or replaced meanwhile)."""
         store = self.store
         revision, head_term = store.head(namespace)
         best = max(heads, key=lambda p: (heads[p].head_term, heads[p].revision), default=None)
         if best is None or (heads[best].head_term, heads[best].revision) <= (head_term, revision):
             return
+        target = (heads[best].head_term, heads[best].revision)
+
+        def reached() -> bool:
+            revision, head_term = store.head(namespace)
+            return (head_term, revision) >= target
+
         if heads[best].revision >= revision:
             after = max(0, revision - 1)
             try:
@@ -559,16 +593,20 @@ class Replicator:
                         ),
                     )
                     records = [event_from_pb(e) for e in reply.events]
-                    if not records:
-                        return
-                    await store.apply_log(namespace, records, term=term)
-                    after = records[-1].revision
+                    if records:
+                        await store.apply_log(namespace, records, term=term)
+                        after = records[-1].revision
                     if len(records) < CATCH_UP_BATCH:
-                        return
+                        break
             except (Compacted, LogDiverged, LogGap) as exc:
                 log.info("catching %s up from %s by image: %s", namespace, best, exc.detail)
+            if reached():
+                return
         reply = await self._send(best, _request(export=node_pb2.ExportRequest(namespace=namespace)))
         image = image_from_pb(reply)
+        if (image.head_term, image.revision) < target:
+            # Installing it could lose what the fence said that copy held.
+            raise Unavailable(f"the copy of {namespace!r} on {best!r} went back while this node caught up")
         await store.install(dataclasses.replace(image, term=max(image.term, term)))
 
     def _own_tag(self) -> int:
@@ -623,6 +661,7 @@ class Replicator:
             self._wanted.clear()
             everything, moved = self._everything, self._moved
             self._everything, self._moved = False, set()
+            self._idle.clear()
             try:
                 failed = await self._rebalance(None if everything else moved)
             except asyncio.CancelledError:
@@ -630,6 +669,8 @@ class Replicator:
             except Exception:
                 log.exception("rebalancing failed; will retry")
                 failed = 1
+            finally:
+                self._idle.set()
             if failed:
                 # Again, over the same namespaces (and whatever moved meanwhile).
                 self._everything |= everything
@@ -641,10 +682,12 @@ class Replicator:
     async def _rebalance(self, only: Collection[str] | None = None) -> int:
         """Take over every namespace this node now owns (of ``only``, when given: a claim or pin
         moves just its namespace, so nothing else is listed or probed) and bring its replicas up
-        to date; returns how many failed."""
+        to date; then hand the copies it no longer needs to the release loop. Returns how many
+        namespaces failed."""
         cluster = self.cluster
         if only is None:
-            names = set(await self._namespaces_here())
+            here = set(await self._namespaces_here())
+            names = set(here)
             for peer in cluster.ring.members:
                 if peer != self.node_id:
                     try:
@@ -652,33 +695,43 @@ class Replicator:
                     except PeersyncError as exc:
                         log.info("cannot list the namespaces of %s while rebalancing: %s", peer, exc.detail)
         else:
-            names = set(only)
+            here = names = set(only)
         mine = sorted(ns for ns in names if cluster.placement(ns).owner == self.node_id)
         if only is not None and not mine:
             # Moved away from here, or between two other nodes: the hold went already.
             self._forget_released()
+            self._unneed(here)
             return 0
         progress = self.rebalance = Rebalance(
-            state="running", total=len(mine), started_at=time.time(), runs=self.rebalance.runs + 1
+            state="running",
+            total=len(mine),
+            started_at=time.time(),
+            runs=self.rebalance.runs + 1,
+            released=self.rebalance.released,
+            kept=len(self._unneeded),
         )
         began = time.monotonic()
         slots = asyncio.Semaphore(cluster.options.rebalance_concurrency)
+        # What this node held before: a namespace it owns now may be taken over before this run
+        # gets to it (by a request), and still counts as taken over.
+        held = set(self._held)
 
         async def settle(namespace: str) -> None:
             async with slots:
                 try:
-                    new = namespace not in self._held
+                    new = namespace not in held
                     await self.ready(namespace)
                     await self.sync_replicas(namespace)
                 except PeersyncError as exc:
+                    log.info("could not take over %s: %s", namespace, exc.detail)
                     progress.failed += 1
-                    log.info("rebalancing %s failed: %s", namespace, exc.detail)
                 else:
                     progress.done += 1
                     progress.taken_over += new
 
         await asyncio.gather(*(settle(ns) for ns in mine))
         self._forget_released()
+        self._unneed(here)
         progress.state = "idle"
         progress.duration_s = round(time.monotonic() - began, 3)
         if mine:
@@ -690,6 +743,121 @@ class Replicator:
                 progress.duration_s,
             )
         return progress.failed
+
+    # -- a copy this node no longer needs ----------------------------------------------------------
+
+    def _unneed(self, namespaces: Iterable[str]) -> None:
+        """Queue for release the copies among ``namespaces`` this node no longer needs, those not
+        queued already; the first ask waits a little, for their owners to settle."""
+        due = time.monotonic() + _RELEASE_FIRST
+        for namespace in namespaces:
+            if namespace not in self._unneeded and self._needless(namespace):
+                self._unneeded[namespace] = (due, _RELEASE_RETRY)
+        self.rebalance.kept = len(self._unneeded)
+        if self._unneeded:
+            self._release_due.set()
+
+    async def _release_loop(self) -> None:
+        """Release the queued copies whose time has come, a few at a time, between rebalances (a
+        copy's owner is often settling it in one); ask again later, less and less often, about
+        those whose owner would not release them yet. Those this node needs again leave the queue."""
+        while True:
+            await self._release_due.wait()
+            self._release_due.clear()
+            while self._unneeded:
+                try:
+                    await self._release_pass()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("releasing copies no longer needed here failed; will retry")
+                    await asyncio.sleep(_RELEASE_RETRY)
+
+    async def _release_pass(self) -> None:
+        await self._idle.wait()
+        now = time.monotonic()
+        due = [ns for ns, (at, _) in self._unneeded.items() if at <= now]
+        if not due:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(at for at, _ in self._unneeded.values()) - now):
+                    await self._release_due.wait()
+            self._release_due.clear()
+            return
+        slots = asyncio.Semaphore(self.cluster.options.rebalance_concurrency)
+        outcomes = await asyncio.gather(*(self._release_queued(ns, slots) for ns in due))
+        released = outcomes.count("dropped")
+        self.rebalance.released += released
+        self.rebalance.kept = len(self._unneeded)
+        log.log(
+            logging.INFO if released else logging.DEBUG,
+            "dropped %d copies no longer needed here; %d kept for now",
+            released,
+            len(self._unneeded),
+        )
+
+    async def _release_queued(self, namespace: str, slots: asyncio.Semaphore) -> _Released:
+        """Release one queued copy: "dropped"; "needed" (this node needs it after all: off the
+        queue); or "kept" (asked about again later, after twice as long as the last time)."""
+        outcome: _Released = "kept"
+        why = "interrupted"
+        try:
+            async with slots:
+                outcome = "dropped" if await self._release(namespace) else "needed"
+        except Exception as exc:
+            why = exc.detail if isinstance(exc, PeersyncError) else repr(exc)
+        finally:
+            _, wait = self._unneeded.pop(namespace, (0.0, _RELEASE_RETRY))
+            if outcome == "kept":
+                log.debug("keeping the copy of %s for now: %s", namespace, why)
+                self._unneeded[namespace] = (time.monotonic() + wait, min(wait * 2, _RELEASE_RETRY_MAX))
+        return outcome
+
+    def _needless(self, namespace: str) -> bool:
+        """Whether this node has a copy of ``namespace`` that, in its view, it is neither the owner
+        nor a replica of."""
+        if namespace in self._held or namespace in self._takeovers or self.store.head(namespace) == (0, 0):
+            return False
+        place = self.cluster.placement(namespace)
+        return (
+            place.available
+            and place.owner is not None
+            and place.owner != self.node_id
+            and self.node_id not in self.cluster.replicas_of(namespace, place.owner)
+        )
+
+    async def _release(self, namespace: str) -> bool:
+        """Drop this node's copy of ``namespace`` if its owner vouches that it and its replicas
+        hold everything the copy holds (see ReleaseRequest in node.proto); whether it was dropped
+        (False: this node needs it after all). Raises when the owner will not vouch yet, or
+        something kept reaching the copy while it answered."""
+        store = self.store
+        for _ in range(_RELEASE_ATTEMPTS):
+            owner = self.cluster.placement(namespace).owner
+            if not self._needless(namespace) or owner is None:
+                return False
+            (revision, head_term), term = store.head(namespace), store.term(namespace)
+            options = self.cluster.options
+            ask = node_pb2.ReleaseRequest(
+                namespace=namespace, node=self.node_id, revision=revision, head_term=head_term, term=term
+            )
+            # The owner brings its replicas up to date before it answers.
+            wait = options.handoff_timeout + options.forward_timeout
+            answer = await self._send(owner, _request(release=ask), wait)
+            # The copy may be in a newer term than the owner's hold (fenced by a takeover that
+            # never finished): the drop keeps the newer of the two. Its records are what matter.
+            behind = (answer.head_term, answer.revision) < (head_term, revision)
+            if behind or not 0 <= answer.term <= MAX_TERM:
+                raise Unavailable(
+                    f"{owner!r} vouched for {namespace!r} at head {answer.revision}/{answer.head_term}, "
+                    f"behind this copy's, or at a term no node could hold ({answer.term}); keeping it"
+                )
+            self._observe(answer.term)
+            if not self._needless(namespace):
+                return False
+            if await store.drop(namespace, if_at=Head(revision, head_term, term), keep_term=answer.term):
+                log.debug("dropped the copy of %s; %s holds it in term %d", namespace, owner, answer.term)
+                return True
+        raise Unavailable(f"records kept reaching the copy of {namespace!r} while its owner answered")
 
     def _forget_released(self) -> None:
         """Drop what this node kept per namespace for pushing its records to replicas, for every
@@ -803,6 +971,47 @@ class Replicator:
         self._observe(image.term)
         self._deposed(image.namespace, image.term)
         _head_into(self.store, image.namespace, reply.install)
+
+    async def _on_release(self, op: node_pb2.ReleaseRequest, reply: node_pb2.ForwardReply) -> None:
+        """``op.node`` no longer needs its copy of a namespace this node owns: vouch that this node
+        and its replicas hold all of it, or say why not (see ReleaseRequest in node.proto). Only a
+        holder vouches: taking a namespace over is the rebalance's work, and the asker asks again."""
+        namespace = op.namespace
+        self._check(namespace)
+        if (op.revision, op.head_term) == (0, 0):
+            raise Unavailable(f"the copy of {namespace!r} on {op.node!r} holds no record; keep it")
+        if op.node not in self.cluster.ring.members:
+            raise Unavailable(f"{op.node!r} is not a member in this node's view; keep the copy")
+        term = self._held.get(namespace)
+        if term is None or not self.holds(namespace):
+            raise Unavailable(f"this node does not hold {namespace!r} (yet); ask again later")
+        replicas = self._vouchable(namespace, op.node)
+        revision, head_term = self.store.head(namespace)
+        if (head_term, revision) < (op.head_term, op.revision):
+            raise Unavailable(
+                f"the copy on {op.node!r} may hold records of {namespace!r} that this node lacks; keep it"
+            )
+        synced = await self.sync_replicas(namespace)
+        # Members may have come and gone meanwhile, and the copies with them.
+        if synced != replicas or self._vouchable(namespace, op.node) != replicas:
+            raise Unavailable(f"the replicas of {namespace!r} changed meanwhile; ask again later")
+        if self._held.get(namespace) != term or not self.holds(namespace):
+            raise Unavailable(f"namespace {namespace!r} changed owner meanwhile; keep the copy")
+        out = reply.release
+        out.revision, out.head_term, out.term = revision, head_term, term
+
+    def _vouchable(self, namespace: str, node: str) -> list[str]:
+        """The replicas of ``namespace``; raises if ``node`` is this node or one of them, or if the
+        namespace lacks some of the replicas it should have (the copy may be needed for one)."""
+        copies = self.cluster.options.replicas
+        replicas = self._replicas(namespace)
+        if node == self.node_id or node in replicas:
+            raise Unavailable(f"{node!r} holds one of the copies of {namespace!r}; keep it")
+        if len(replicas) < copies - 1:
+            raise Unavailable(
+                f"namespace {namespace!r} has {len(replicas) + 1} of its {copies} copies; keep the others"
+            )
+        return replicas
 
     def _check(self, namespace: str) -> None:
         """What every operation a peer asks of this copy checks first (the store checks terms)."""

@@ -588,7 +588,8 @@ def ring(namespaces: tuple[str, ...], prefix: str | None, http_server: str, as_j
         took = f", {rebalance['duration_s']}s" if rebalance["duration_s"] is not None else ""
         click.echo(
             f"rebalance {rebalance['state']}: {rebalance['done']}/{rebalance['total']} namespaces settled, "
-            f"{rebalance['taken_over']} taken over, {rebalance['failed']} failed{took}"
+            f"{rebalance['taken_over']} taken over, {rebalance['failed']} failed{took}; copies no longer "
+            f"needed here: {rebalance['released']} dropped since start, {rebalance['kept']} waiting"
         )
     if answer["owners"]:
         owners = [{**row, "replicas": ",".join(row["replicas"]) or "-"} for row in answer["owners"]]

@@ -59,6 +59,7 @@ __all__ = (
     "OverrideKind",
     "ReadLogReply",
     "ReadLogRequest",
+    "ReleaseRequest",
     "ReplicateBatch",
     "ReplicateBatchReply",
     "ReplicateRequest",
@@ -741,6 +742,13 @@ class ForwardReply(betterproto2.Message):
         28, betterproto2.TYPE_MESSAGE, optional=True, group="result"
     )
 
+    release: "CopyHead | None" = betterproto2.field(
+        29, betterproto2.TYPE_MESSAGE, optional=True, group="result"
+    )
+    """
+    The owner's head and term, once its replicas hold everything the released copy holds.
+    """
+
     failure: "Failure | None" = betterproto2.field(
         50, betterproto2.TYPE_MESSAGE, optional=True, group="result"
     )
@@ -862,6 +870,13 @@ class ForwardRequest(betterproto2.Message):
     )
     """
     The records of several namespaces at once (an owner's batch touched many), for one replica.
+    """
+
+    release: "ReleaseRequest | None" = betterproto2.field(
+        29, betterproto2.TYPE_MESSAGE, optional=True, group="op"
+    )
+    """
+    Asked of a namespace's owner by a node whose copy it no longer needs.
     """
 
 
@@ -1177,6 +1192,36 @@ class ReadLogRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("peersync.v1", "ReadLogRequest", ReadLogRequest)
+
+
+@dataclass(eq=False, repr=False)
+class ReleaseRequest(betterproto2.Message):
+    """
+    A node holding a copy of a namespace that is neither its owner nor one of its replicas any more
+    (after a join, a return, a claim or a pin) asks the owner whether it may drop it, giving the
+    copy's head and term. The owner answers with its own head and term if it already holds the
+    namespace (it does not take it over to answer), the asker is a member, its head is at least the
+    copy's, and it has every replica it should, each brought up to what it holds; otherwise it
+    answers why not (UNAVAILABLE). The asker then drops the copy's data unless the copy changed
+    meanwhile, keeping the larger of its term and the owner's so that it still refuses older
+    owners' records.
+    """
+
+    namespace: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    node: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    The asker.
+    """
+
+    revision: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
+
+    head_term: "int" = betterproto2.field(4, betterproto2.TYPE_UINT64)
+
+    term: "int" = betterproto2.field(5, betterproto2.TYPE_UINT64)
+
+
+default_message_pool.register_message("peersync.v1", "ReleaseRequest", ReleaseRequest)
 
 
 @dataclass(eq=False, repr=False)

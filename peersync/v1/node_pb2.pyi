@@ -28,7 +28,7 @@ class Caller(_message.Message):
     def __init__(self, identity: _Optional[str] = ..., request_id: _Optional[str] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class ForwardRequest(_message.Message):
-    __slots__ = ("id", "timeout_ms", "caller", "ring_version", "get", "set", "delete", "list", "delete_prefix", "get_versions", "diff", "snapshot", "set_alias", "get_alias", "delete_alias", "list_aliases", "local_namespaces", "replicate", "fence", "read_log", "export", "install", "replicate_batch")
+    __slots__ = ("id", "timeout_ms", "caller", "ring_version", "get", "set", "delete", "list", "delete_prefix", "get_versions", "diff", "snapshot", "set_alias", "get_alias", "delete_alias", "list_aliases", "local_namespaces", "replicate", "fence", "read_log", "export", "install", "replicate_batch", "release")
     ID_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,7 @@ class ForwardRequest(_message.Message):
     EXPORT_FIELD_NUMBER: _ClassVar[int]
     INSTALL_FIELD_NUMBER: _ClassVar[int]
     REPLICATE_BATCH_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
     id: int
     timeout_ms: int
     caller: Caller
@@ -75,7 +76,8 @@ class ForwardRequest(_message.Message):
     export: ExportRequest
     install: InstallRequest
     replicate_batch: ReplicateBatch
-    def __init__(self, id: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., ring_version: _Optional[str] = ..., get: _Optional[_Union[_kv_pb2.GetRequest, _Mapping]] = ..., set: _Optional[_Union[_kv_pb2.SetRequest, _Mapping]] = ..., delete: _Optional[_Union[_kv_pb2.DeleteRequest, _Mapping]] = ..., list: _Optional[_Union[_kv_pb2.ListRequest, _Mapping]] = ..., delete_prefix: _Optional[_Union[_kv_pb2.DeletePrefixRequest, _Mapping]] = ..., get_versions: _Optional[_Union[_kv_pb2.GetVersionsRequest, _Mapping]] = ..., diff: _Optional[_Union[_kv_pb2.DiffRequest, _Mapping]] = ..., snapshot: _Optional[_Union[_kv_pb2.SnapshotRequest, _Mapping]] = ..., set_alias: _Optional[_Union[_kv_pb2.SetAliasRequest, _Mapping]] = ..., get_alias: _Optional[_Union[_kv_pb2.GetAliasRequest, _Mapping]] = ..., delete_alias: _Optional[_Union[_kv_pb2.DeleteAliasRequest, _Mapping]] = ..., list_aliases: _Optional[_Union[_kv_pb2.ListAliasesRequest, _Mapping]] = ..., local_namespaces: _Optional[_Union[_kv_pb2.ListNamespacesRequest, _Mapping]] = ..., replicate: _Optional[_Union[ReplicateRequest, _Mapping]] = ..., fence: _Optional[_Union[FenceRequest, _Mapping]] = ..., read_log: _Optional[_Union[ReadLogRequest, _Mapping]] = ..., export: _Optional[_Union[ExportRequest, _Mapping]] = ..., install: _Optional[_Union[InstallRequest, _Mapping]] = ..., replicate_batch: _Optional[_Union[ReplicateBatch, _Mapping]] = ...) -> None: ...
+    release: ReleaseRequest
+    def __init__(self, id: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., ring_version: _Optional[str] = ..., get: _Optional[_Union[_kv_pb2.GetRequest, _Mapping]] = ..., set: _Optional[_Union[_kv_pb2.SetRequest, _Mapping]] = ..., delete: _Optional[_Union[_kv_pb2.DeleteRequest, _Mapping]] = ..., list: _Optional[_Union[_kv_pb2.ListRequest, _Mapping]] = ..., delete_prefix: _Optional[_Union[_kv_pb2.DeletePrefixRequest, _Mapping]] = ..., get_versions: _Optional[_Union[_kv_pb2.GetVersionsRequest, _Mapping]] = ..., diff: _Optional[_Union[_kv_pb2.DiffRequest, _Mapping]] = ..., snapshot: _Optional[_Union[_kv_pb2.SnapshotRequest, _Mapping]] = ..., set_alias: _Optional[_Union[_kv_pb2.SetAliasRequest, _Mapping]] = ..., get_alias: _Optional[_Union[_kv_pb2.GetAliasRequest, _Mapping]] = ..., delete_alias: _Optional[_Union[_kv_pb2.DeleteAliasRequest, _Mapping]] = ..., list_aliases: _Optional[_Union[_kv_pb2.ListAliasesRequest, _Mapping]] = ..., local_namespaces: _Optional[_Union[_kv_pb2.ListNamespacesRequest, _Mapping]] = ..., replicate: _Optional[_Union[ReplicateRequest, _Mapping]] = ..., fence: _Optional[_Union[FenceRequest, _Mapping]] = ..., read_log: _Optional[_Union[ReadLogRequest, _Mapping]] = ..., export: _Optional[_Union[ExportRequest, _Mapping]] = ..., install: _Optional[_Union[InstallRequest, _Mapping]] = ..., replicate_batch: _Optional[_Union[ReplicateBatch, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ...) -> None: ...
 
 class ForwardBatch(_message.Message):
     __slots__ = ("requests",)
@@ -90,7 +92,7 @@ class ForwardReplyBatch(_message.Message):
     def __init__(self, replies: _Optional[_Iterable[_Union[ForwardReply, _Mapping]]] = ...) -> None: ...
 
 class ForwardReply(_message.Message):
-    __slots__ = ("id", "get", "set", "delete", "list", "delete_prefix", "get_versions", "diff", "snapshot", "set_alias", "get_alias", "delete_alias", "list_aliases", "local_namespaces", "replicate", "fence", "read_log", "export", "install", "replicate_batch", "failure")
+    __slots__ = ("id", "get", "set", "delete", "list", "delete_prefix", "get_versions", "diff", "snapshot", "set_alias", "get_alias", "delete_alias", "list_aliases", "local_namespaces", "replicate", "fence", "read_log", "export", "install", "replicate_batch", "release", "failure")
     ID_FIELD_NUMBER: _ClassVar[int]
     GET_FIELD_NUMBER: _ClassVar[int]
     SET_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +113,7 @@ class ForwardReply(_message.Message):
     EXPORT_FIELD_NUMBER: _ClassVar[int]
     INSTALL_FIELD_NUMBER: _ClassVar[int]
     REPLICATE_BATCH_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
     id: int
     get: _kv_pb2.GetResponse
@@ -132,8 +135,9 @@ class ForwardReply(_message.Message):
     export: NamespaceImage
     install: CopyHead
     replicate_batch: ReplicateBatchReply
+    release: CopyHead
     failure: Failure
-    def __init__(self, id: _Optional[int] = ..., get: _Optional[_Union[_kv_pb2.GetResponse, _Mapping]] = ..., set: _Optional[_Union[_kv_pb2.SetResponse, _Mapping]] = ..., delete: _Optional[_Union[_kv_pb2.DeleteResponse, _Mapping]] = ..., list: _Optional[_Union[_kv_pb2.ListResponse, _Mapping]] = ..., delete_prefix: _Optional[_Union[_kv_pb2.DeletePrefixResponse, _Mapping]] = ..., get_versions: _Optional[_Union[_kv_pb2.GetVersionsResponse, _Mapping]] = ..., diff: _Optional[_Union[_kv_pb2.DiffResponse, _Mapping]] = ..., snapshot: _Optional[_Union[_kv_pb2.SnapshotResponse, _Mapping]] = ..., set_alias: _Optional[_Union[_kv_pb2.SetAliasResponse, _Mapping]] = ..., get_alias: _Optional[_Union[_kv_pb2.GetAliasResponse, _Mapping]] = ..., delete_alias: _Optional[_Union[_kv_pb2.DeleteAliasResponse, _Mapping]] = ..., list_aliases: _Optional[_Union[_kv_pb2.ListAliasesResponse, _Mapping]] = ..., local_namespaces: _Optional[_Union[_kv_pb2.ListNamespacesResponse, _Mapping]] = ..., replicate: _Optional[_Union[CopyHead, _Mapping]] = ..., fence: _Optional[_Union[CopyHead, _Mapping]] = ..., read_log: _Optional[_Union[ReadLogReply, _Mapping]] = ..., export: _Optional[_Union[NamespaceImage, _Mapping]] = ..., install: _Optional[_Union[CopyHead, _Mapping]] = ..., replicate_batch: _Optional[_Union[ReplicateBatchReply, _Mapping]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., get: _Optional[_Union[_kv_pb2.GetResponse, _Mapping]] = ..., set: _Optional[_Union[_kv_pb2.SetResponse, _Mapping]] = ..., delete: _Optional[_Union[_kv_pb2.DeleteResponse, _Mapping]] = ..., list: _Optional[_Union[_kv_pb2.ListResponse, _Mapping]] = ..., delete_prefix: _Optional[_Union[_kv_pb2.DeletePrefixResponse, _Mapping]] = ..., get_versions: _Optional[_Union[_kv_pb2.GetVersionsResponse, _Mapping]] = ..., diff: _Optional[_Union[_kv_pb2.DiffResponse, _Mapping]] = ..., snapshot: _Optional[_Union[_kv_pb2.SnapshotResponse, _Mapping]] = ..., set_alias: _Optional[_Union[_kv_pb2.SetAliasResponse, _Mapping]] = ..., get_alias: _Optional[_Union[_kv_pb2.GetAliasResponse, _Mapping]] = ..., delete_alias: _Optional[_Union[_kv_pb2.DeleteAliasResponse, _Mapping]] = ..., list_aliases: _Optional[_Union[_kv_pb2.ListAliasesResponse, _Mapping]] = ..., local_namespaces: _Optional[_Union[_kv_pb2.ListNamespacesResponse, _Mapping]] = ..., replicate: _Optional[_Union[CopyHead, _Mapping]] = ..., fence: _Optional[_Union[CopyHead, _Mapping]] = ..., read_log: _Optional[_Union[ReadLogReply, _Mapping]] = ..., export: _Optional[_Union[NamespaceImage, _Mapping]] = ..., install: _Optional[_Union[CopyHead, _Mapping]] = ..., replicate_batch: _Optional[_Union[ReplicateBatchReply, _Mapping]] = ..., release: _Optional[_Union[CopyHead, _Mapping]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
 
 class Failure(_message.Message):
     __slots__ = ("reason", "detail", "field", "current_version", "owner", "ring_version", "namespace", "floor", "revision", "term")
@@ -250,6 +254,20 @@ class InstallRequest(_message.Message):
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     image: NamespaceImage
     def __init__(self, image: _Optional[_Union[NamespaceImage, _Mapping]] = ...) -> None: ...
+
+class ReleaseRequest(_message.Message):
+    __slots__ = ("namespace", "node", "revision", "head_term", "term")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    HEAD_TERM_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    node: str
+    revision: int
+    head_term: int
+    term: int
+    def __init__(self, namespace: _Optional[str] = ..., node: _Optional[str] = ..., revision: _Optional[int] = ..., head_term: _Optional[int] = ..., term: _Optional[int] = ...) -> None: ...
 
 class OverrideEntry(_message.Message):
     __slots__ = ("namespace", "kind", "node", "clock", "origin")

@@ -71,6 +71,7 @@ async def test_admin_commands_as_tables_and_json(harness: Harness) -> None:
     text = cli(harness, "a", "ring", ns).stdout
     assert text.startswith(f"ring {ring['ring_version']}: a, b")
     assert text.splitlines()[1].startswith("rebalance ")
+    assert "copies no longer needed here" in text.splitlines()[1]
     assert text.splitlines()[2].split() == ["NAMESPACE", "OWNER", "SOURCE", "AVAILABLE", "REPLICAS"]
     assert text.splitlines()[3].split() == [ns, other, "claim", "True", owner["owner"]]
     assert cli(harness, "b", "unclaim", ns).returncode == 0

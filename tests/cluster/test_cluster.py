@@ -33,6 +33,14 @@ async def converged(h: Harness, expected: set[str], timeout: float) -> None:
     await eventually(lambda: all(h.alive_view(n) == expected for n in h.running()), timeout)
 
 
+def placed(answer: dict[str, Any], owner: str, source: str) -> bool:
+    """Whether ``answer`` (of GET /v1/cluster/owner) names ``owner`` by ``source``, available, with
+    one replica on another member (three members, two copies)."""
+    return (answer["owner"], answer["source"], answer["available"]) == (owner, source, True) and (
+        len(answer["replicas"]) == 1 and owner not in answer["replicas"]
+    )
+
+
 @pytest.mark.parametrize("copies", [1, 2])
 async def test_three_nodes_form_a_cluster_and_route_every_request(harness: Harness, copies: int) -> None:
     form(harness, "a", "b", "c", args=("--replicas", str(copies)))
@@ -142,10 +150,7 @@ async def test_pin_moves_ownership_and_unpin_restores_it(harness: Harness) -> No
     with harness.http("c") as client:
         assert client.put(f"/v1/cluster/pins/{ns}", json={"node": target}).status_code == 200
     await eventually(
-        lambda: all(
-            harness.owner(n, ns) == {"namespace": ns, "owner": target, "source": "pin", "available": True}
-            for n in "abc"
-        ),
+        lambda: all(placed(harness.owner(n, ns), target, "pin") for n in "abc"),
         timeout=5,
     )
     with harness.http("a") as client:
@@ -156,6 +161,28 @@ async def test_pin_moves_ownership_and_unpin_restores_it(harness: Harness) -> No
         assert client.delete(f"/v1/cluster/pins/{ns}").status_code == 200
     await eventually(lambda: all(harness.owner(n, ns)["owner"] == ring_owner for n in "abc"), timeout=5)
     assert all(harness.owner(n, ns)["source"] == "ring" for n in "abc")
+
+
+def holders(h: Harness, node_ids: str) -> dict[str, set[str]]:
+    """Which nodes hold a copy of each namespace, by their own listing."""
+    found: dict[str, set[str]] = {}
+    for node_id in node_ids:
+        held = h.get(node_id, "/v1/namespaces", params={"local": "true", "limit": 1000}).json()
+        for info in held["namespaces"]:
+            found.setdefault(info["name"], set()).add(node_id)
+    return found
+
+
+def ran(progress: dict[str, Any]) -> dict[str, Any]:
+    """A rebalance record without what the release of unneeded copies counts (that goes on
+    between rebalances)."""
+    return {k: v for k, v in progress.items() if k not in ("released", "kept")}
+
+
+def copies_of(h: Harness, namespace: str) -> set[str]:
+    """The owner and replicas of ``namespace`` in node a's view."""
+    answer = h.owner("a", namespace)
+    return {answer["owner"], *answer["replicas"]}
 
 
 async def settled(h: Harness, client: httpx.AsyncClient, node_ids: str, timeout: float) -> dict[str, Any]:
@@ -206,7 +233,9 @@ async def test_a_pin_rebalances_only_the_pinned_namespace(harness: Harness) -> N
         assert (moved["total"], moved["done"], moved["taken_over"], moved["failed"]) == (1, 1, 1, 0), moved
         for other in "abc":
             if other != target:
-                assert after[other] == before[other], f"{other} ran a rebalance for a pin that is not its"
+                assert ran(after[other]) == ran(before[other]), f"{other} rebalanced for a pin not its own"
+        # The copy the pin left outside the namespace's owner and replicas is dropped.
+        await eventually(lambda: holders(harness, "abc")[ns] == copies_of(harness, ns), timeout=15)
         with harness.http("b") as client:
             got = client.get(f"/v1/namespaces/{ns}/keys/k")
             assert got.status_code == 200, got.text
@@ -219,6 +248,7 @@ async def test_a_pin_rebalances_only_the_pinned_namespace(harness: Harness) -> N
         await eventually(lambda: ran_again(ring_owner, after[ring_owner]["runs"]), timeout=5)
         back = (await settled(harness, progress, "abc", timeout=10))[ring_owner]
         assert (back["total"], back["done"], back["taken_over"], back["failed"]) == (1, 1, 1, 0), back
+    await eventually(lambda: holders(harness, "abc")[ns] == copies_of(harness, ns), timeout=15)
     assert harness.get("c", f"/v1/namespaces/{ns}/keys/k2").json()["value"] == 2
 
 
@@ -239,10 +269,7 @@ async def test_claim_survives_a_restart_of_the_whole_cluster(harness: Harness) -
     form(harness, "c", "b", "a")
     await converged(harness, {"a", "b", "c"}, timeout=5)
     await eventually(
-        lambda: all(
-            harness.owner(n, ns) == {"namespace": ns, "owner": claimer, "source": "claim", "available": True}
-            for n in "abc"
-        ),
+        lambda: all(placed(harness.owner(n, ns), claimer, "claim") for n in "abc"),
         timeout=5,
     )
     assert harness.get("a", f"/v1/namespaces/{ns}/keys/k").json()["value"] == "kept"
@@ -454,3 +481,42 @@ async def test_reads_of_namespaces_nobody_wrote_leave_nothing_on_any_member(harn
         got = harness.get(reader, f"/v1/namespaces/{ns}/keys/k")
         assert got.status_code == 200, got.text
         assert got.json()["value"] == "now"
+
+
+async def test_a_join_drops_the_copies_nobody_needs_any_more(harness: Harness) -> None:
+    """After a join, a namespace is kept by its owner and its replicas only: a node it moved away
+    from drops its copy once those hold everything the copy held, and nothing is lost."""
+    form(harness, "a", "b")
+    await converged(harness, {"a", "b"}, timeout=5)
+    for i, ns in enumerate(NAMESPACES):
+        with harness.http("ab"[i % 2]) as client:
+            for key in ("k", "j"):
+                put = client.put(f"/v1/namespaces/{ns}/keys/{key}", json={"value": i})
+                assert put.status_code == 201, put.text
+    # Two members, two copies: each namespace on both.
+    assert holders(harness, "ab") == {ns: {"a", "b"} for ns in NAMESPACES}
+
+    form(harness, "c")
+    await converged(harness, {"a", "b", "c"}, timeout=5)
+    ring = harness.get("a", "/v1/cluster/ring", params={"namespaces": ",".join(NAMESPACES)}).json()
+    needed = {o["namespace"]: {o["owner"], *o["replicas"]} for o in ring["owners"]}
+    assert all(len(copies) == 2 for copies in needed.values()), needed
+    given_up = {(ns, n) for ns in NAMESPACES for n in "ab" if n not in needed[ns]}
+    assert given_up, "the join moved some copies to c"
+    await eventually(lambda: holders(harness, "abc") == needed, timeout=20)
+
+    async with httpx.AsyncClient(timeout=5) as progress:
+        after = await settled(harness, progress, "abc", timeout=10)
+    assert sum(after[n]["released"] for n in "ab") == len(given_up), after
+    assert all(after[n]["kept"] == 0 and after[n]["failed"] == 0 for n in "abc"), after
+    for i, ns in enumerate(NAMESPACES):
+        for reader in "abc":
+            got = harness.get(reader, f"/v1/namespaces/{ns}/keys/j")
+            assert got.status_code == 200, got.text
+            assert got.json()["value"] == i
+    # A node that dropped its copy takes writes for it, and they land where the copies are.
+    ns, dropper = min(given_up)
+    with harness.http(dropper) as client:
+        put = client.put(f"/v1/namespaces/{ns}/keys/k", json={"value": "again", "if_version": 1})
+        assert put.status_code == 200, put.text
+    assert holders(harness, "abc")[ns] == needed[ns]

@@ -1,5 +1,5 @@
 """Bad input on the node-to-node replication operations (replicate, fence, read_log, export,
-install) gets a clear error with a stable reason and changes nothing on the receiver.
+install, release) gets a clear error with a stable reason and changes nothing on the receiver.
 
 Every request goes over a real gRPC connection (the forwarding stream, as a peer would open it) to
 a real ``peersync serve`` process that is a member of a cluster on a real Redis. What the receiver
@@ -499,6 +499,46 @@ async def test_reading_the_log_past_any_revision_is_not_an_internal_error(peer: 
     assert await peer.copy(ns) == before
 
 
+# -- release -------------------------------------------------------------------------------------
+
+
+def release(namespace: str, node: str, head: tuple[int, int, int]) -> node_pb2.ForwardRequest:
+    revision, head_term, term = head
+    return node_pb2.ForwardRequest(
+        release=node_pb2.ReleaseRequest(
+            namespace=namespace, node=node, revision=revision, head_term=head_term, term=term
+        )
+    )
+
+
+async def test_a_release_the_owner_cannot_vouch_for_is_refused_and_changes_nothing(peer: Peer) -> None:
+    """The member, alone, owns every namespace and holds the only copy: it never tells a node to
+    drop a copy unless that node is another member, the copy holds records, and the member holds
+    the namespace already (it does not take one over to answer); nor does it answer to a bad name."""
+    ns = await peer.fill(3)
+    before = await peer.copy(ns)
+    unheld = f"r{uuid.uuid4().hex[:12]}"
+    asks = {
+        "a node that is not a member": (release(ns, "elsewhere", before.head), "not a member"),
+        "its own copy": (release(ns, "m", before.head), "holds one of the copies"),
+        "a copy ahead of it, from a stranger": (release(ns, "elsewhere", (HUGE, HUGE, HUGE)), "not a member"),
+        "an empty copy": (release(ns, "m", (0, 0, 0)), "holds no record"),
+        "a namespace it does not hold": (release(unheld, "m", (1, 1, 1)), "does not hold"),
+    }
+    for what, (request, why) in asks.items():
+        failure = await peer.refused("UNAVAILABLE", request)
+        assert why in failure.detail, (what, failure.detail)
+    answers: dict[str, str] = {}
+    for name in BAD_NAMES:
+        reply = await peer.call(release(name, "elsewhere", (1, 1, 1)))
+        result = reply.WhichOneof("result")
+        answers[name] = reply.failure.reason if result == "failure" else f"accepted ({result})"
+    assert answers == dict.fromkeys(BAD_NAMES, "INVALID_ARGUMENT")
+    assert await peer.copy(ns) == before
+    # Asking about a namespace it did not hold took nothing over: no term, no record.
+    assert (await peer.copy(unheld)).head == (0, 0, 0)
+
+
 # -- the stream itself -----------------------------------------------------------------------------
 
 
@@ -572,7 +612,7 @@ async def test_an_operation_the_receiver_does_not_know_is_refused(peer: Peer) ->
 # -- a node outside any cluster --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("op", ["replicate", "fence", "read_log", "export", "install"])
+@pytest.mark.parametrize("op", ["replicate", "fence", "read_log", "export", "install", "release"])
 async def test_a_node_outside_a_cluster_answers_replication_with_unavailable(
     loner: NodeProcess, op: str
 ) -> None:
@@ -586,6 +626,7 @@ async def test_a_node_outside_a_cluster_answers_replication_with_unavailable(
             "fence": fence("solo", 1 << 40),
             "read_log": read_log("solo", 0),
             "export": node_pb2.ForwardRequest(export=node_pb2.ExportRequest(namespace="solo")),
+            "release": release("solo", "elsewhere", (1, 1, 1)),
             "install": install(
                 node_pb2.NamespaceImage(
                     namespace="solo",
