@@ -9,7 +9,8 @@ takes over about a quarter of the namespaces, each caught up from the most advan
 serves. The old owners meanwhile bring the new node up to date on the namespaces they keep and it
 now replicates; "cluster settled" is when every node has finished that too. Last, a sample of the
 namespaces the new node took over is read back through it, and every key must be there with the
-value written.
+value written. The copies every node holds are counted before the join and after it, until each
+namespace is back to its owner and replicas: the nodes it moved away from drop theirs.
 
 Nodes and the loader are not pinned: four nodes and the poller share both CPUs, as they would on
 a small host.
@@ -68,6 +69,11 @@ class Handoff:
     runs: int  # its rebalance runs until done
     sampled: int  # namespaces read back through the new node
     complete: int  # of those, with every key and value present
+    copies_before: int  # namespace copies on all nodes before the join (namespaces x replicas)
+    copies_peak: int  # ... once the new node settled, before the others dropped what they gave up
+    copies_after: int  # ... at the end: namespaces x replicas again, unless a drop failed
+    # Seconds from spawn until the copies were back to namespaces x replicas (None: they were not).
+    trimmed: float | None
 
 
 class HandoffBench:
@@ -121,6 +127,7 @@ class HandoffBench:
                 flush=True,
             )
             wait_settled(nodes)
+            copies_before = _copies(nodes)
             runs_before = {label: (p or {}).get("runs", 0) for label, p in rebalances(nodes).items()}
 
             joiner.spawn()
@@ -130,6 +137,14 @@ class HandoffBench:
             done_at, progress, failed = _wait_handed_over(joiner, {*NODES, JOINER}, names)
             everyone = [*nodes, joiner]
             settled_at = wait_settled(everyone, timeout=_HANDOFF_TIMEOUT, after=runs_before)
+            copies_peak = _copies(everyone)
+            admin = Admin(joiner.base_url)
+            try:
+                replicas = admin.ring()["replication"]["replicas"]
+            finally:
+                admin.close()
+            trimmed_at = _wait_copies(everyone, len(names) * replicas)
+            copies_after = _copies(everyone)
             lines = [line for line in joiner.rebalances if line.total]
             log_from_spawn = lines[0].seen_at - joiner.spawned_at if lines else None
 
@@ -158,6 +173,10 @@ class HandoffBench:
                 runs=progress["runs"],
                 sampled=len(sample),
                 complete=complete,
+                copies_before=copies_before,
+                copies_peak=copies_peak,
+                copies_after=copies_after,
+                trimmed=None if trimmed_at is None else trimmed_at - joiner.spawned_at,
             )
             print(
                 f"  {JOINER} took over {result.taken_over} of the {result.total} namespaces it owns "
@@ -165,7 +184,9 @@ class HandoffBench:
                 f"listening line, start-up {result.startup:.2f} s; its own count {result.rebalance_s} s, "
                 f"{result.runs} run(s), {result.failed} failed); cluster settled {result.settled:.2f} s "
                 f"after spawn; {result.complete} of {result.sampled} sampled namespaces complete "
-                f"through {JOINER}",
+                f"through {JOINER}; copies {result.copies_before} before, {result.copies_peak} once settled, "
+                f"{result.copies_after} at the end"
+                + ("" if result.trimmed is None else f" ({result.trimmed:.2f} s after spawn)"),
                 flush=True,
             )
             return result
@@ -212,6 +233,35 @@ def _wait_handed_over(
         f"{joiner.label} did not settle its namespaces within {_HANDOFF_TIMEOUT}s (last: {last}):\n"
         f"{joiner.log_tail()}"
     )
+
+
+def _copies(nodes: Sequence[PeersyncServer]) -> int:
+    """How many namespace copies (with keys) the nodes hold in all, by their own listings."""
+    total = 0
+    for n in nodes:
+        admin = Admin(n.base_url)
+        try:
+            cursor = ""
+            while True:
+                page = admin.get(f"/v1/namespaces?local=true&limit=1000{cursor}")
+                total += len(page["namespaces"])
+                if not page["next_cursor"]:
+                    break
+                cursor = "&cursor=" + urllib.parse.quote(page["next_cursor"])
+        finally:
+            admin.close()
+    return total
+
+
+def _wait_copies(nodes: Sequence[PeersyncServer], expected: int, timeout: float = 60.0) -> float | None:
+    """Until the nodes hold ``expected`` copies in all; the monotonic time it was first seen, or
+    None if it was not within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _copies(nodes) == expected:
+            return time.monotonic()
+        time.sleep(0.1)
+    return None
 
 
 def _value(namespace: str, key: str) -> str:
@@ -308,6 +358,10 @@ def handoff_table(runs: Sequence[Handoff]) -> str:
     row("  ... failed on a run (retried)", [r.failed for r in runs], "{:.0f}")
     row("sampled namespaces complete through the new node", [r.complete for r in runs], "{:.0f}")
     row("  ... of sampled", [r.sampled for r in runs], "{:.0f}")
+    row("copies back to namespaces x replicas, from spawn (s)", [r.trimmed for r in runs if r.trimmed])
+    row("namespace copies on all nodes before the join", [r.copies_before for r in runs], "{:.0f}")
+    row("  ... once every node settled", [r.copies_peak for r in runs], "{:.0f}")
+    row("  ... at the end", [r.copies_after for r in runs], "{:.0f}")
     row("bulk load before the join (s)", [r.load_s for r in runs], "{:.1f}")
     return markdown(rows, numeric={1, 2, 3})
 
