@@ -132,6 +132,9 @@ class Replicator:
         # Per namespace: the term and revision of the last records handed to replicas. A revision
         # is never handed out twice in one term (replicas would take the second as a duplicate).
         self._shipped: dict[str, tuple[int, int]] = {}
+        # Per namespace held: the head (revision, term of that record) it was taken over at. The
+        # records this node writes follow it, in its term (see _prev_term).
+        self._base: dict[str, tuple[int, int]] = {}
         # When the event loop last ran the pause detector (see _paused).
         self._tick = time.monotonic()
         self._stopping = False
@@ -298,6 +301,9 @@ class Replicator:
                 item = request.replicate_batch.items.add()
                 if message is None:
                     _fill_replicate_request(item, namespace, admitted, records)
+                    prev_term = self._prev_term(namespace, admitted, records[0].revision)
+                    if prev_term is not None:
+                        item.prev_term = prev_term
                     message = item
                 else:
                     item.CopyFrom(message)
@@ -401,6 +407,15 @@ class Replicator:
             except PeersyncError as exc:
                 results[namespace] = exc
         return results
+
+    def _prev_term(self, namespace: str, term: int, first: int) -> int | None:
+        """The term of this node's record before revision ``first`` of a namespace it holds in
+        ``term``: the record it took the namespace over at, or one of its own since (None when
+        ``first`` is not past that record)."""
+        base = self._base.get(namespace)
+        if base is None or first <= base[0]:
+            return None
+        return base[1] if first == base[0] + 1 else term
 
     def _failed(self, namespace: str, needed: int, acked: int, errors: list[PeersyncError]) -> PeersyncError:
         # The records may have reached some replicas: never write this revision again in this
@@ -558,6 +573,7 @@ class Replicator:
             if cluster.placement(namespace).owner != self.node_id:
                 continue
             self._held[namespace] = term
+            self._base[namespace] = store.head(namespace)
             log.debug("holding %s in term %d at revision %d", namespace, term, store.revision(namespace))
             self._spawn(self._sync_quietly(namespace), f"sync-{namespace}")
             return
@@ -866,6 +882,8 @@ class Replicator:
         copies refuse whatever of the old term is still in flight once they are fenced to it."""
         for namespace in [ns for ns in self._shipped if ns not in self._held]:
             del self._shipped[namespace]
+        for namespace in [ns for ns in self._base if ns not in self._held]:
+            del self._base[namespace]
         for key, lock in list(self._ship_locks.items()):
             if key[0] not in self._held and not lock.locked():
                 del self._ship_locks[key]
@@ -910,19 +928,20 @@ class Replicator:
         out = reply.replicate_batch
         out.SetInParent()
         results = [out.results.add() for _ in op.items]
-        batches: list[tuple[str, list[Event], int]] = []
+        batches: list[tuple[str, list[Event], int, int | None]] = []
         positions: list[int] = []
         for index, item in enumerate(op.items):
             try:
                 self._check(item.namespace)
-                batches.append((item.namespace, [event_from_pb(e) for e in item.events], item.term))
+                records = [event_from_pb(e) for e in item.events]
+                batches.append((item.namespace, records, item.term, _prev_term_of(item)))
                 positions.append(index)
             except PeersyncError as exc:
                 results[index].failure.CopyFrom(failure_from_error(exc))
         store = self.store
         heads = await store.apply_logs(batches) if batches else []
         newest = 0
-        for index, (namespace, _, term), head in zip(positions, batches, heads, strict=True):
+        for index, (namespace, _, term, _), head in zip(positions, batches, heads, strict=True):
             if isinstance(head, PeersyncError):
                 results[index].failure.CopyFrom(failure_from_error(head))
                 continue
@@ -934,7 +953,7 @@ class Replicator:
     async def _apply(self, op: node_pb2.ReplicateRequest, out: node_pb2.CopyHead) -> None:
         self._check(op.namespace)
         records = [event_from_pb(e) for e in op.events]
-        head = await self.store.apply_log(op.namespace, records, term=op.term)
+        head = await self.store.apply_log(op.namespace, records, term=op.term, prev_term=_prev_term_of(op))
         self._observe(op.term)
         self._applied(op.namespace, op.term, head, out)
 
@@ -1110,6 +1129,10 @@ def _fill_replicate_request(
     out.term = term
     for event in events:
         event_into_pb(event, out.events.add())
+
+
+def _prev_term_of(message: node_pb2.ReplicateRequest) -> int | None:
+    return message.prev_term if message.HasField("prev_term") else None
 
 
 def _head_into(store: Store, namespace: str, out: node_pb2.CopyHead) -> None:

@@ -669,7 +669,9 @@ class Store:
 
         await self._submit(apply, namespace, local=False)
 
-    async def apply_log(self, namespace: str, events: Sequence[Event], *, term: int) -> tuple[int, int]:
+    async def apply_log(
+        self, namespace: str, events: Sequence[Event], *, term: int, prev_term: int | None = None
+    ) -> tuple[int, int]:
         """Apply records another store produced for ``namespace``, as they are, in one commit;
         watchers hear of them as of local writes. ``term`` is the sender's term: a newer one is
         adopted, an older one refused with Fenced. Returns the new :meth:`head`.
@@ -677,43 +679,49 @@ class Store:
         ``events`` must be of ``namespace``, with consecutive revisions and terms no newer than
         ``term`` (else InvalidArgument). Records up to the current head are taken as duplicates
         and skipped, unless the batch holds the head's revision in another term than the store's
-        record (LogDiverged); the rest must start right after the head (else LogGap). On an error
-        nothing is applied; with nothing left to apply only a newer ``term`` is adopted.
+        record (LogDiverged); the rest must start right after the head (else LogGap). When they
+        start right after it, ``prev_term`` (the term of the sender's record before the first, 0
+        if none) must be the head's term (else LogDiverged: the head is a record the sender does
+        not have); None skips that check. On an error nothing is applied; with nothing left to
+        apply only a newer ``term`` is adopted.
         """
-        [result] = await self.apply_logs([(namespace, events, term)])
+        [result] = await self.apply_logs([(namespace, events, term, prev_term)])
         if isinstance(result, PeersyncError):
             raise result
         return result
 
     async def apply_logs(
-        self, batches: Sequence[tuple[str, Sequence[Event], int]]
+        self, batches: Sequence[tuple[str, Sequence[Event], int, int | None]]
     ) -> builtins.list[tuple[int, int] | PeersyncError]:
-        """:meth:`apply_log` for several namespaces (``(namespace, events, term)`` each) in one
-        operation and one commit: a replica applies an owner's whole batch at once. Each gets its
-        new head, or the error that refused it (and left it unchanged); the others still apply."""
+        """:meth:`apply_log` for several namespaces (``(namespace, events, term, prev_term)``
+        each) in one operation and one commit: a replica applies an owner's whole batch at once.
+        Each gets its new head, or the error that refused it (and left it unchanged); the others
+        still apply."""
         results: list[tuple[int, int] | PeersyncError] = []
-        valid: list[tuple[int, str, tuple[Event, ...], int]] = []
-        for index, (namespace, events, term) in enumerate(batches):
+        valid: list[tuple[int, str, tuple[Event, ...], int, int | None]] = []
+        for index, (namespace, events, term, prev_term) in enumerate(batches):
             records = tuple(events)
             try:
                 _check_term(term)
+                if prev_term is not None:
+                    _check_term(prev_term)
                 _check_log(namespace, records, term)
             except PeersyncError as exc:
                 results.append(exc)
                 continue
             results.append((0, 0))
-            valid.append((index, namespace, records, term))
+            valid.append((index, namespace, records, term, prev_term))
         if not valid:
             return results
 
         def apply(txn: _Txn) -> None:
-            for index, namespace, records, term in valid:
+            for index, namespace, records, term, prev_term in valid:
                 try:
-                    results[index] = _apply_records(txn, namespace, records, term)
+                    results[index] = _apply_records(txn, namespace, records, term, prev_term)
                 except PeersyncError as exc:
                     results[index] = exc
 
-        await self._enqueue(apply, frozenset(ns for _, ns, _, _ in valid), local=False)
+        await self._enqueue(apply, frozenset(item[1] for item in valid), local=False)
         return results
 
     async def install(self, image: NamespaceImage, *, keep_newer: bool = False) -> None:
@@ -1192,7 +1200,9 @@ def _fail_lost(op: _Op, lost: Mapping[str, PeersyncError]) -> bool:
     return bool(hit)
 
 
-def _apply_records(txn: _Txn, namespace: str, events: tuple[Event, ...], term: int) -> tuple[int, int]:
+def _apply_records(
+    txn: _Txn, namespace: str, events: tuple[Event, ...], term: int, prev_term: int | None
+) -> tuple[int, int]:
     """Append another store's ``events`` of ``namespace`` (checked by _check_log) to ``txn``;
     raises, having changed nothing, when they cannot follow this store's log."""
     revision, head_term, current = txn.position(namespace)
@@ -1211,6 +1221,13 @@ def _apply_records(txn: _Txn, namespace: str, events: tuple[Event, ...], term: i
         raise LogDiverged(
             f"namespace {namespace!r}: record {events[-1].revision} here is of a term older than "
             f"the sender's {events[-1].term}",
+            revision=revision,
+            term=head_term,
+        )
+    if events and first == revision + 1 and prev_term is not None and prev_term != head_term:
+        raise LogDiverged(
+            f"namespace {namespace!r}: record {revision} here is of term {head_term}, the sender's "
+            f"of term {prev_term}",
             revision=revision,
             term=head_term,
         )

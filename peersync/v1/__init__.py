@@ -1266,6 +1266,15 @@ class ReplicateRequest(betterproto2.Message):
 
     events: "list[Event]" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, repeated=True)
 
+    prev_term: "int | None" = betterproto2.field(4, betterproto2.TYPE_UINT64, optional=True)
+    """
+    The term of the sender's record just before the first of events (0: there is none). A
+    receiver whose last record is at that revision but of another term answers LOG_DIVERGED
+    rather than append after a record the sender does not have (its head would then match the
+    sender's and hide the difference). Unset: not checked (catch-up sends the receiver's last
+    record again instead, which is checked).
+    """
+
 
 default_message_pool.register_message("peersync.v1", "ReplicateRequest", ReplicateRequest)
 

@@ -174,14 +174,16 @@ class CopyHead(_message.Message):
     def __init__(self, revision: _Optional[int] = ..., head_term: _Optional[int] = ..., term: _Optional[int] = ...) -> None: ...
 
 class ReplicateRequest(_message.Message):
-    __slots__ = ("namespace", "term", "events")
+    __slots__ = ("namespace", "term", "events", "prev_term")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    PREV_TERM_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     term: int
     events: _containers.RepeatedCompositeFieldContainer[_kv_pb2.Event]
-    def __init__(self, namespace: _Optional[str] = ..., term: _Optional[int] = ..., events: _Optional[_Iterable[_Union[_kv_pb2.Event, _Mapping]]] = ...) -> None: ...
+    prev_term: int
+    def __init__(self, namespace: _Optional[str] = ..., term: _Optional[int] = ..., events: _Optional[_Iterable[_Union[_kv_pb2.Event, _Mapping]]] = ..., prev_term: _Optional[int] = ...) -> None: ...
 
 class ReplicateBatch(_message.Message):
     __slots__ = ("items",)

@@ -318,3 +318,43 @@ async def test_members_sharing_a_term_tag_still_take_over_in_distinct_terms(
     assert stored_term(harness, first, theirs) == stored_term(harness, second, theirs)
     assert any("shares its term tag" in line for line in harness.nodes[second].lines)
     assert not any("shares its term tag" in line for line in harness.nodes[first].lines)
+
+
+async def test_a_replica_keeps_every_record_through_two_failovers(harness: Harness, timed: None) -> None:
+    """Each write reaches a replica as the records after the one it has, named by the term of
+    the owner's record before them, never as a replacement of its copy: after the owner dies,
+    and then the replica that took over, the last node still has every version of a key (a copy
+    replaced by an image starts its history again at the current version)."""
+    await form(harness, "a", "b", "c")
+    [ns] = owned_by(harness, "a", "hist", 1)
+    versions = f"/v1/namespaces/{ns}/keys/k/versions"
+    async with httpx.AsyncClient(timeout=REQUEST_BOUND + 2) as client:
+
+        async def write(node: str, values: range) -> None:
+            for i in values:
+                answer = await put(harness, client, node, ns, "k", {"value": i})
+                assert answer.ok, f"PUT {i} through {node}: {answer}"
+
+        async def kill_owner(survivors: list[str]) -> str:
+            owner: str = harness.owner(survivors[0], ns)["owner"]
+            harness.nodes[owner].signal(signal.SIGKILL)
+            survivors = [n for n in survivors if n != owner]
+            await eventually(lambda: seen_dead(harness, client, owner, survivors), DEATH_BOUND)
+
+            async def serves() -> bool:
+                got = await attempt(client, survivors[0], "GET", f"{harness.url(survivors[0])}{versions}")
+                return got.ok
+
+            await eventually(serves, RECOVERY_BOUND)
+            return owner
+
+        await write("b", range(6))
+        first = await kill_owner(["b", "c"])
+        assert first == "a"
+        # The new owner's first record follows the one it took over at, the rest its own.
+        await write("b", range(6, 9))
+        second = await kill_owner(["b", "c"])
+        [last] = [n for n in "bc" if n != second]
+        got = await attempt(client, last, "GET", f"{harness.url(last)}{versions}", params={"limit": 50})
+        assert got.ok, got
+        assert sorted(v["value"] for v in got.body["versions"]) == list(range(9)), got.body

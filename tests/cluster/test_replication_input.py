@@ -290,6 +290,29 @@ async def test_records_past_the_head_are_a_gap(peer: Peer) -> None:
     assert await peer.copy(ns) == before
 
 
+async def test_records_after_a_last_record_the_sender_does_not_have_are_refused(peer: Peer) -> None:
+    """The sender names the term of its record before the ones it sends: if the receiver's last
+    record at that revision is of another term, it has a record the sender does not, and appending
+    after it would hide that (its head would equal the sender's)."""
+    ns = await peer.fill(3)
+    before = await peer.copy(ns)
+    revision, head_term, term = before.head
+    later = newer(term)
+    request = replicate(ns, later, record(ns, revision + 1, later))
+    request.replicate.prev_term = newer(head_term) + 1
+    failure = await peer.refused("LOG_DIVERGED", request)
+    assert (failure.revision, failure.term) == (revision, head_term), "it names the receiver's head"
+    assert await peer.copy(ns) == before, "nothing applied, the newer term included"
+    batch = node_pb2.ForwardRequest(replicate_batch=node_pb2.ReplicateBatch(items=[request.replicate]))
+    reply = await peer.call(batch)
+    [result] = reply.replicate_batch.results
+    assert result.failure.reason == "LOG_DIVERGED", result
+    assert await peer.copy(ns) == before
+    request.replicate.prev_term = head_term
+    reply = await peer.call(request)
+    assert (reply.replicate.revision, reply.replicate.head_term) == (revision + 1, later), reply
+
+
 async def test_a_batch_of_namespaces_fails_only_the_items_at_fault(peer: Peer) -> None:
     good, gap = await peer.fill(2), await peer.fill(2)
     good_before, gap_before = await peer.copy(good), await peer.copy(gap)

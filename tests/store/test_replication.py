@@ -207,6 +207,47 @@ async def test_a_follower_keeps_what_it_applied_across_a_restart(durable_engine:
         assert await follower.log(NS, 0, 100) == events
 
 
+async def test_records_after_a_last_record_the_sender_does_not_have_are_a_divergence(
+    engine: Engine,
+) -> None:
+    """A copy whose last record is of another term than the sender's record at that revision
+    must not take the records that follow it: its head would then equal the sender's, and nobody
+    would see that it still holds a record the sender never had, instead of one the sender has."""
+    newest = 3 << 20
+    async with Store(MemoryBackend()) as leader:
+        await leader.fence(NS, 3)
+        for i in range(3):
+            await leader.set(NS, f"k{i}", b"v", "raw")
+        await leader.fence(NS, newest)
+        await leader.set(NS, "k3", b"v", "raw")
+        ours = await leader.log(NS, 0, 10)
+    async with Store(MemoryBackend()) as stale:
+        await stale.fence(NS, 3)
+        for i in range(2):
+            await stale.set(NS, f"k{i}", b"v", "raw")
+        await stale.fence(NS, 2 << 20)  # a deposed owner's last record, in a term the leader's log lacks
+        await stale.set(NS, "lost", b"v", "raw")
+        theirs = await stale.log(NS, 0, 10)
+    assert [(r.revision, r.term) for r in ours] == [(1, 3), (2, 3), (3, 3), (4, newest)]
+    assert [(r.revision, r.term) for r in theirs] == [(1, 3), (2, 3), (3, 2 << 20)]
+    async with Store(engine.backend()) as follower:
+        await follower.apply_log(NS, theirs, term=2 << 20)
+        with pytest.raises(LogDiverged) as diverged:
+            await follower.apply_log(NS, ours[3:], term=newest, prev_term=3)
+        assert (diverged.value.revision, diverged.value.term) == (3, 2 << 20)
+        assert (follower.head(NS), follower.term(NS)) == ((3, 2 << 20), 2 << 20), "nothing changed"
+        # Resent from the follower's last record on (as catch-up does), the difference shows too.
+        with pytest.raises(LogDiverged):
+            await follower.apply_log(NS, ours[2:], term=newest)
+        # Named as the follower's, or not named at all, the record follows.
+        assert await follower.apply_log(NS, ours[3:], term=newest, prev_term=2 << 20) == (4, newest)
+    async with Store(MemoryBackend()) as follower:
+        assert await follower.apply_log(NS, ours[:3], term=3, prev_term=0) == (3, 3)
+        assert await follower.apply_log(NS, ours[3:], term=newest) == (4, newest)
+        with pytest.raises(InvalidArgument):
+            await follower.apply_log(NS, [], term=newest, prev_term=MAX_TERM + 1)
+
+
 async def test_apply_log_refuses_gaps_divergence_and_older_terms(engine: Engine, peer_engine: Engine) -> None:
     recorder = Recorder()
     async with (
@@ -322,9 +363,9 @@ async def test_apply_logs_applies_each_namespace_or_refuses_it_alone(
         ours, theirs = recorder.of(NS), recorder.of(OTHER)
         results = await follower.apply_logs(
             [
-                (NS, ours, 0),
-                (OTHER, theirs[1:], 0),  # a gap: nothing of OTHER here yet
-                ("third", ours, 0),  # records of another namespace
+                (NS, ours, 0, 0),
+                (OTHER, theirs[1:], 0, None),  # a gap: nothing of OTHER here yet
+                ("third", ours, 0, None),  # records of another namespace
             ]
         )
         assert results[0] == (3, 0)
