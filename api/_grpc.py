@@ -160,7 +160,10 @@ class KvService(v1.KvBase):
     async def list_namespaces(self, message: v1.ListNamespacesRequest) -> v1.ListNamespacesResponse:
         with status_from_errors("ListNamespaces"):
             page = await self._service.namespaces(
-                message.prefix, limit=message.limit or None, cursor=message.cursor or None
+                message.prefix,
+                limit=message.limit or None,
+                cursor=message.cursor or None,
+                with_history=message.with_history,
             )
             return v1.ListNamespacesResponse(
                 namespaces=[namespace_to_wire(n) for n in page.namespaces], next_cursor=page.next_cursor or ""

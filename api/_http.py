@@ -477,7 +477,10 @@ async def list_aliases(request: Request[Any, Any, Any], ns: FromPath[str]) -> Re
 @get(
     "/v1/namespaces",
     summary="List namespaces that hold keys or aliases",
-    description="Merged from every member of the cluster; ?local=true lists only what this node holds.",
+    description=(
+        "Merged from every member of the cluster; ?local=true lists only what this node holds; "
+        "?with_history=true adds namespaces whose every key was deleted but whose history is kept."
+    ),
 )
 async def list_namespaces(
     request: Request[Any, Any, Any],
@@ -485,8 +488,11 @@ async def list_namespaces(
     limit: FromQuery[int | None] = None,
     cursor: FromQuery[str | None] = None,
     local: FromQuery[bool] = False,
+    with_history: FromQuery[bool] = False,
 ) -> Response[bytes]:
-    page = await _node(request).service.namespaces(prefix, limit=limit, cursor=cursor, local=local)
+    page = await _node(request).service.namespaces(
+        prefix, limit=limit, cursor=cursor, local=local, with_history=with_history
+    )
     return _json(
         {"namespaces": [namespace_json(n) for n in page.namespaces], "next_cursor": page.next_cursor}
     )

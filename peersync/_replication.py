@@ -892,7 +892,7 @@ class Replicator:
         found: list[str] = []
         after: str | None = None
         while True:
-            page = await self.store.namespaces("", after=after, limit=_LIST_PAGE)
+            page = await self.store.namespaces("", after=after, limit=_LIST_PAGE, with_history=True)
             found.extend(info.name for info in page)
             if len(page) < _LIST_PAGE:
                 return found
@@ -903,7 +903,11 @@ class Replicator:
         cursor = ""
         while True:
             request = to_pb(
-                v1.ForwardRequest(local_namespaces=v1.ListNamespacesRequest(limit=_LIST_PAGE, cursor=cursor)),
+                v1.ForwardRequest(
+                    local_namespaces=v1.ListNamespacesRequest(
+                        limit=_LIST_PAGE, cursor=cursor, with_history=True
+                    )
+                ),
                 node_pb2.ForwardRequest,
             )
             reply = from_pb(await self._send(peer, request), v1.ListNamespacesResponse)

@@ -369,10 +369,17 @@ class Service:
     # -- cluster-wide ----------------------------------------------------------------------------
 
     async def namespaces(
-        self, prefix: str = "", *, limit: int | None = None, cursor: str | None = None, local: bool = False
+        self,
+        prefix: str = "",
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+        local: bool = False,
+        with_history: bool = False,
     ) -> NamespacePage:
         """Namespaces holding keys or aliases anywhere in the cluster, merged from every member
-        (only those this node holds itself with ``local``)."""
+        (only those this node holds itself with ``local``; also those whose every key was deleted
+        but whose history is kept, ``with_history``)."""
         lim = self.limits
         if prefix:
             # A prefix of a valid name is itself a valid name.
@@ -381,21 +388,33 @@ class Service:
         after = decode_cursor("n", cursor)
         cluster = self.cluster
         if local or cluster is None or FORWARDED.get() is not None or len(cluster.ring.members) == 1:
-            found = await self.store.namespaces(prefix, after=after, limit=limit + 1)
+            found = await self.store.namespaces(
+                prefix, after=after, limit=limit + 1, with_history=with_history
+            )
         else:
-            found = await self._namespaces_everywhere(cluster, prefix, after, cursor, limit + 1)
+            found = await self._namespaces_everywhere(cluster, prefix, after, cursor, limit + 1, with_history)
         more = len(found) > limit
         found = found[:limit]
         return NamespacePage(tuple(found), encode_cursor("n", found[-1].name) if more else None)
 
     async def _namespaces_everywhere(
-        self, cluster: Cluster, prefix: str, after: str | None, cursor: str | None, limit: int
+        self,
+        cluster: Cluster,
+        prefix: str,
+        after: str | None,
+        cursor: str | None,
+        limit: int,
+        with_history: bool,
     ) -> list[NamespaceInfo]:
         async def from_member(member: str) -> list[NamespaceInfo]:
             if member == cluster.node_id:
-                return await self.store.namespaces(prefix, after=after, limit=limit)
+                return await self.store.namespaces(
+                    prefix, after=after, limit=limit, with_history=with_history
+                )
             request = v1.ForwardRequest(
-                local_namespaces=v1.ListNamespacesRequest(prefix=prefix, limit=limit, cursor=cursor or "")
+                local_namespaces=v1.ListNamespacesRequest(
+                    prefix=prefix, limit=limit, cursor=cursor or "", with_history=with_history
+                )
             )
             reply = from_pb(
                 await self._forward(member, _bridged(request), write=False), v1.ListNamespacesResponse

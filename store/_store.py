@@ -519,9 +519,10 @@ class Store:
         return [] if space is None else list(space.aliases.values())
 
     async def namespaces(
-        self, prefix: str = "", *, after: str | None = None, limit: int
+        self, prefix: str = "", *, after: str | None = None, limit: int, with_history: bool = False
     ) -> builtins.list[NamespaceInfo]:
-        """Namespaces holding at least one key or alias, in name order."""
+        """Namespaces holding at least one key or alias, in name order; ``with_history`` adds
+        those with none left that still have records here (every key deleted)."""
         _check_limit(limit)
         found: list[NamespaceInfo] = []
         start = prefix if after is None or after < prefix else after
@@ -529,7 +530,7 @@ class Store:
             if not name.startswith(prefix):
                 break
             space: _Namespace = self._spaces[name]
-            if space.keys or space.aliases:
+            if space.keys or space.aliases or (with_history and space.revision):
                 found.append(NamespaceInfo(name, space.revision, len(space.keys), len(space.aliases)))
                 if len(found) == limit:
                     break

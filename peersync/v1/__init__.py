@@ -1039,6 +1039,12 @@ class ListNamespacesRequest(betterproto2.Message):
 
     cursor: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
 
+    with_history: "bool" = betterproto2.field(4, betterproto2.TYPE_BOOL)
+    """
+    Also namespaces with no key or alias left whose history (deleted keys' versions, the log) is
+    still kept.
+    """
+
 
 default_message_pool.register_message("peersync.v1", "ListNamespacesRequest", ListNamespacesRequest)
 

@@ -294,14 +294,16 @@ class Heartbeat(_message.Message):
     def __init__(self, positions: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ListNamespacesRequest(_message.Message):
-    __slots__ = ("prefix", "limit", "cursor")
+    __slots__ = ("prefix", "limit", "cursor", "with_history")
     PREFIX_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
+    WITH_HISTORY_FIELD_NUMBER: _ClassVar[int]
     prefix: str
     limit: int
     cursor: str
-    def __init__(self, prefix: _Optional[str] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ...) -> None: ...
+    with_history: bool
+    def __init__(self, prefix: _Optional[str] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ..., with_history: _Optional[bool] = ...) -> None: ...
 
 class ListNamespacesResponse(_message.Message):
     __slots__ = ("namespaces", "next_cursor")

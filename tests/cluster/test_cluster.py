@@ -164,10 +164,12 @@ async def test_pin_moves_ownership_and_unpin_restores_it(harness: Harness) -> No
 
 
 def holders(h: Harness, node_ids: str) -> dict[str, set[str]]:
-    """Which nodes hold a copy of each namespace, by their own listing."""
+    """Which nodes hold a copy of each namespace, by their own listing (those whose every key was
+    deleted included)."""
     found: dict[str, set[str]] = {}
     for node_id in node_ids:
-        held = h.get(node_id, "/v1/namespaces", params={"local": "true", "limit": 1000}).json()
+        params = {"local": "true", "with_history": "true", "limit": 1000}
+        held = h.get(node_id, "/v1/namespaces", params=params).json()
         for info in held["namespaces"]:
             found.setdefault(info["name"], set()).add(node_id)
     return found
@@ -485,14 +487,19 @@ async def test_reads_of_namespaces_nobody_wrote_leave_nothing_on_any_member(harn
 
 async def test_a_join_drops_the_copies_nobody_needs_any_more(harness: Harness) -> None:
     """After a join, a namespace is kept by its owner and its replicas only: a node it moved away
-    from drops its copy once those hold everything the copy held, and nothing is lost."""
+    from drops its copy once those hold everything the copy held, and nothing is lost. That goes
+    for namespaces whose every key was deleted too (their history moves like any other)."""
     form(harness, "a", "b")
     await converged(harness, {"a", "b"}, timeout=5)
+    emptied = set(NAMESPACES[::5])
     for i, ns in enumerate(NAMESPACES):
         with harness.http("ab"[i % 2]) as client:
             for key in ("k", "j"):
                 put = client.put(f"/v1/namespaces/{ns}/keys/{key}", json={"value": i})
                 assert put.status_code == 201, put.text
+            if ns in emptied:
+                for key in ("k", "j"):
+                    assert client.delete(f"/v1/namespaces/{ns}/keys/{key}").status_code == 200
     # Two members, two copies: each namespace on both.
     assert holders(harness, "ab") == {ns: {"a", "b"} for ns in NAMESPACES}
 
@@ -509,13 +516,21 @@ async def test_a_join_drops_the_copies_nobody_needs_any_more(harness: Harness) -
         after = await settled(harness, progress, "abc", timeout=10)
     assert sum(after[n]["released"] for n in "ab") == len(given_up), after
     assert all(after[n]["kept"] == 0 and after[n]["failed"] == 0 for n in "abc"), after
+    assert {ns for ns, _ in given_up} & emptied, "some of the copies given up held history only"
+    # Listed across the members: those with keys, or with history as well.
+    for params, names in (({}, set(NAMESPACES) - emptied), ({"with_history": "true"}, set(NAMESPACES))):
+        merged = harness.get("c", "/v1/namespaces", params={**params, "limit": 100}).json()
+        assert [n["name"] for n in merged["namespaces"]] == sorted(names)
     for i, ns in enumerate(NAMESPACES):
         for reader in "abc":
             got = harness.get(reader, f"/v1/namespaces/{ns}/keys/j")
+            if ns in emptied:
+                assert got.status_code == 404, got.text
+                continue
             assert got.status_code == 200, got.text
             assert got.json()["value"] == i
     # A node that dropped its copy takes writes for it, and they land where the copies are.
-    ns, dropper = min(given_up)
+    ns, dropper = min((ns, n) for ns, n in given_up if ns not in emptied)
     with harness.http(dropper) as client:
         put = client.put(f"/v1/namespaces/{ns}/keys/k", json={"value": "again", "if_version": 1})
         assert put.status_code == 200, put.text

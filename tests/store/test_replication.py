@@ -697,7 +697,7 @@ async def test_a_released_copy_is_dropped_only_where_it_was_and_keeps_refusing_o
         assert await store.drop(NS, if_at=Head(2, 4, 4), keep_term=6)
         assert (store.head(NS), store.term(NS)) == ((0, 0), 6)
         assert store.export(NS) == NamespaceImage(NS, 0, 6, 0, (), ())
-        assert await store.namespaces(limit=10) == []
+        assert await store.namespaces(limit=10, with_history=True) == [], "no history is left either"
         assert await store.log(NS, 0, 10) == []
         with pytest.raises(NotFound):
             await store.get(NS, "a")

@@ -440,6 +440,11 @@ async def test_namespaces_list_non_empty_namespaces_by_prefix_and_page(store: St
     by_name = {i.name: i for i in infos}
     assert (by_name["app/b"].keys, by_name["app/b"].aliases, by_name["app/b"].revision) == (2, 0, 2)
     assert (by_name["only-alias"].keys, by_name["only-alias"].aliases) == (0, 1)
+    # With its history, the namespace whose one key was deleted too (its records are still here).
+    kept = await store.namespaces(limit=100, with_history=True)
+    assert [i.name for i in kept] == ["app/a", "app/b", "app/c", "db/x", "emptied", "only-alias"]
+    emptied = next(i for i in kept if i.name == "emptied")
+    assert (emptied.keys, emptied.aliases, emptied.revision) == (0, 0, 2)
 
     assert [i.name for i in await store.namespaces("app/", limit=100)] == ["app/a", "app/b", "app/c"]
     assert [i.name for i in await store.namespaces("app/", after="app/a", limit=100)] == ["app/b", "app/c"]
