@@ -730,8 +730,9 @@ class Store:
         durably and at once: its keys, aliases, head and term become the image's, each key's
         history restarts at its current version and the log at the image's revision. Raises
         Fenced if the image's term is older than the namespace's. With ``keep_newer``, nothing
-        happens when the namespace is at the image's term with a head past the image's (records
-        of the same owner overtook the image).
+        happens when the namespace is at the image's term with a head past the image's written
+        in that term (records of the same owner overtook the image); a head past it in another
+        term is a record the image's owner does not have, and is replaced.
 
         Watches of the namespace opened before end: their ``next`` raises Compacted, so that they
         re-read a snapshot instead of resuming across the replacement.
@@ -744,7 +745,7 @@ class Store:
             revision, head_term = self.head(ns)
             if (
                 keep_newer
-                and image.term == self.term(ns)
+                and image.term == self.term(ns) == head_term
                 and (head_term, revision) > (image.head_term, image.revision)
             ):
                 return

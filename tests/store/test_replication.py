@@ -329,6 +329,32 @@ async def test_install_keeps_a_newer_head_of_the_same_term_when_asked(
         assert follower.head(NS) == (1, 3)
 
 
+async def test_install_replaces_a_head_of_another_term_even_when_asked_to_keep_a_newer_one(
+    engine: Engine,
+) -> None:
+    """A copy raised to the image's term (an empty replicate does that) whose last record is of a
+    newer term than the image's head is not ahead of the image: its record is one the image's
+    owner never had (a deposed owner's, never acknowledged), and the image replaces it."""
+    async with Store(MemoryBackend()) as leader:
+        await leader.fence(NS, 1 << 20)
+        await leader.set(NS, "a", b"1", "raw")
+        await leader.fence(NS, 3 << 20)
+        image = leader.export(NS)
+    async with Store(MemoryBackend()) as deposed:
+        await deposed.fence(NS, 1 << 20)
+        await deposed.set(NS, "a", b"1", "raw")
+        await deposed.fence(NS, 2 << 20)
+        await deposed.set(NS, "unacknowledged", b"2", "raw")
+        theirs = await deposed.log(NS, 0, 10)
+    async with Store(engine.backend()) as follower:
+        assert await follower.apply_log(NS, theirs, term=2 << 20) == (2, 2 << 20)
+        await follower.fence(NS, 3 << 20)
+        await follower.install(image, keep_newer=True)
+        assert (follower.head(NS), follower.term(NS)) == ((1, 1 << 20), 3 << 20)
+        with pytest.raises(NotFound):
+            await follower.get(NS, "unacknowledged")
+
+
 async def test_an_install_waits_only_for_its_own_namespace(engine: Engine, peer_engine: Engine) -> None:
     """Installs too must not wait for another namespace's replication: two nodes, each with a
     write waiting for the other and an install queued, would otherwise wait for each other."""
