@@ -702,8 +702,9 @@ class Replicator:
         namespaces failed."""
         cluster = self.cluster
         if only is None:
-            here = set(await self._namespaces_here())
-            names = set(here)
+            # Every copy here is a candidate for release; only those with keys are taken over
+            # unasked (a namespace whose keys were all deleted is, once a copy's release asks).
+            here, names = await self._namespaces_here()
             for peer in cluster.ring.members:
                 if peer != self.node_id:
                     try:
@@ -888,14 +889,17 @@ class Replicator:
             if key[0] not in self._held and not lock.locked():
                 del self._ship_locks[key]
 
-    async def _namespaces_here(self) -> list[str]:
-        found: list[str] = []
+    async def _namespaces_here(self) -> tuple[set[str], set[str]]:
+        """The namespaces this node has records of, and of those the ones with keys or aliases."""
+        found: set[str] = set()
+        keyed: set[str] = set()
         after: str | None = None
         while True:
             page = await self.store.namespaces("", after=after, limit=_LIST_PAGE, with_history=True)
-            found.extend(info.name for info in page)
+            found.update(info.name for info in page)
+            keyed.update(info.name for info in page if info.keys or info.aliases)
             if len(page) < _LIST_PAGE:
-                return found
+                return found, keyed
             after = page[-1].name
 
     async def _namespaces_of(self, peer: str) -> set[str]:
@@ -903,11 +907,7 @@ class Replicator:
         cursor = ""
         while True:
             request = to_pb(
-                v1.ForwardRequest(
-                    local_namespaces=v1.ListNamespacesRequest(
-                        limit=_LIST_PAGE, cursor=cursor, with_history=True
-                    )
-                ),
+                v1.ForwardRequest(local_namespaces=v1.ListNamespacesRequest(limit=_LIST_PAGE, cursor=cursor)),
                 node_pb2.ForwardRequest,
             )
             reply = from_pb(await self._send(peer, request), v1.ListNamespacesResponse)
@@ -1005,10 +1005,11 @@ class Replicator:
             raise Unavailable(f"the copy of {namespace!r} on {op.node!r} holds no record; keep it")
         if op.node not in self.cluster.ring.members:
             raise Unavailable(f"{op.node!r} is not a member in this node's view; keep the copy")
+        replicas = self._vouchable(namespace, op.node)
         term = self._held.get(namespace)
         if term is None or not self.holds(namespace):
+            await self._take_over_later(namespace)
             raise Unavailable(f"this node does not hold {namespace!r} (yet); ask again later")
-        replicas = self._vouchable(namespace, op.node)
         revision, head_term = self.store.head(namespace)
         if (head_term, revision) < (op.head_term, op.revision):
             raise Unavailable(
@@ -1022,6 +1023,24 @@ class Replicator:
             raise Unavailable(f"namespace {namespace!r} changed owner meanwhile; keep the copy")
         out = reply.release
         out.revision, out.head_term, out.term = revision, head_term, term
+
+    async def _take_over_later(self, namespace: str) -> None:
+        """Have the next rebalance take over ``namespace``, which a peer asked to release, if no
+        rebalance would otherwise: this node owns it, is not taking it over nor rebalancing, and
+        has no key of it (its keys were all deleted, or it has no copy). Those with keys are
+        the rebalances' to take over."""
+        if (
+            namespace in self._takeovers
+            or not self._idle.is_set()
+            or self._wanted.is_set()
+            or self.cluster.placement(namespace).owner != self.node_id
+        ):
+            return
+        listed = await self.store.namespaces(namespace, limit=1)
+        if listed and listed[0].name == namespace:
+            return
+        self._moved.add(namespace)
+        self._wanted.set()
 
     def _vouchable(self, namespace: str, node: str) -> list[str]:
         """The replicas of ``namespace``; raises if ``node`` is this node or one of them, or if the

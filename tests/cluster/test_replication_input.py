@@ -536,8 +536,8 @@ def release(namespace: str, node: str, head: tuple[int, int, int]) -> node_pb2.F
 
 async def test_a_release_the_owner_cannot_vouch_for_is_refused_and_changes_nothing(peer: Peer) -> None:
     """The member, alone, owns every namespace and holds the only copy: it never tells a node to
-    drop a copy unless that node is another member, the copy holds records, and the member holds
-    the namespace already (it does not take one over to answer); nor does it answer to a bad name."""
+    drop a copy unless that node is another member and the copy holds records; nor does it answer
+    to a bad name. A refused ask takes nothing over."""
     ns = await peer.fill(3)
     before = await peer.copy(ns)
     unheld = f"r{uuid.uuid4().hex[:12]}"
@@ -546,7 +546,7 @@ async def test_a_release_the_owner_cannot_vouch_for_is_refused_and_changes_nothi
         "its own copy": (release(ns, "m", before.head), "holds one of the copies"),
         "a copy ahead of it, from a stranger": (release(ns, "elsewhere", (HUGE, HUGE, HUGE)), "not a member"),
         "an empty copy": (release(ns, "m", (0, 0, 0)), "holds no record"),
-        "a namespace it does not hold": (release(unheld, "m", (1, 1, 1)), "does not hold"),
+        "its own copy of a namespace it does not hold": (release(unheld, "m", (1, 1, 1)), "holds one of"),
     }
     for what, (request, why) in asks.items():
         failure = await peer.refused("UNAVAILABLE", request)
