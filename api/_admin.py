@@ -112,7 +112,7 @@ async def ring(
 def _rebalance(node: Node) -> dict[str, Any] | None:
     """Progress of this node's last handover after a membership change; None without replication."""
     try:
-        return node.replicator.rebalance.to_dict()
+        return node.replicator.progress()
     except Unavailable:
         return None
 

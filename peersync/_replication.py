@@ -99,11 +99,6 @@ class Rebalance:
     failed: int = 0
     # Of ``done``, those this node did not hold before: handed over to it.
     taken_over: int = 0
-    # Copies of namespaces this node is no longer owner or replica of: dropped (since the node
-    # started) once their owner and its replicas held all they held, and kept for now (waiting to
-    # be asked about again).
-    released: int = 0
-    kept: int = 0
     started_at: float | None = None
     duration_s: float | None = None
     runs: int = 0
@@ -146,6 +141,9 @@ class Replicator:
         self._everything = True
         self._moved: set[str] = set()
         self.rebalance = Rebalance()
+        # Copies of namespaces this node is no longer owner or replica of, dropped since it started
+        # (once their owner and its replicas held all they held); see progress().
+        self._released = 0
         self.handlers: Mapping[str, _Handler] = {
             "replicate": self._on_replicate,
             "replicate_batch": self._on_replicate_batch,
@@ -161,6 +159,11 @@ class Replicator:
         self._release_due = asyncio.Event()
         # Set while no rebalance runs: releases wait for it (see _release_loop).
         self._idle = asyncio.Event()
+
+    def progress(self) -> dict[str, Any]:
+        """The last rebalance's record, with the copies no longer needed here: ``released`` since
+        the node started, and ``kept`` waiting to be asked about again."""
+        return {**self.rebalance.to_dict(), "released": self._released, "kept": len(self._unneeded)}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -724,8 +727,6 @@ class Replicator:
             total=len(mine),
             started_at=time.time(),
             runs=self.rebalance.runs + 1,
-            released=self.rebalance.released,
-            kept=len(self._unneeded),
         )
         began = time.monotonic()
         slots = asyncio.Semaphore(cluster.options.rebalance_concurrency)
@@ -770,7 +771,6 @@ class Replicator:
         for namespace in namespaces:
             if namespace not in self._unneeded and self._needless(namespace):
                 self._unneeded[namespace] = (due, _RELEASE_RETRY)
-        self.rebalance.kept = len(self._unneeded)
         if self._unneeded:
             self._release_due.set()
 
@@ -803,8 +803,7 @@ class Replicator:
         slots = asyncio.Semaphore(self.cluster.options.rebalance_concurrency)
         outcomes = await asyncio.gather(*(self._release_queued(ns, slots) for ns in due))
         released = outcomes.count("dropped")
-        self.rebalance.released += released
-        self.rebalance.kept = len(self._unneeded)
+        self._released += released
         log.log(
             logging.INFO if released else logging.DEBUG,
             "dropped %d copies no longer needed here; %d kept for now",

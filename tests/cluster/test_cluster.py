@@ -61,15 +61,12 @@ async def test_three_nodes_form_a_cluster_and_route_every_request(harness: Harne
             got = harness.get(reader, f"/v1/namespaces/{ns}/keys/k")
             assert got.status_code == 200, got.text
             assert got.json()["value"] == NAMESPACES.index(ns)
-    holders: dict[str, set[str]] = {ns: set() for ns in NAMESPACES}
-    for node_id in "abc":
-        held = harness.get(node_id, "/v1/namespaces", params={"local": "true", "limit": 100}).json()
-        for info in held["namespaces"]:
-            holders[info["name"]].add(node_id)
+    held = holders(harness, "abc")
     # The owner's store, and with replication one other node's: nowhere else.
+    assert set(held) == set(NAMESPACES)
     for ns, owner in owners.items():
-        assert owner in holders[ns]
-        assert len(holders[ns]) == copies, (ns, holders[ns])
+        assert owner in held[ns]
+        assert len(held[ns]) == copies, (ns, held[ns])
     merged = harness.get("b", "/v1/namespaces", params={"limit": 100}).json()
     assert [n["name"] for n in merged["namespaces"]] == sorted(NAMESPACES)
 
